@@ -1,0 +1,63 @@
+"""The map between our contiguous class indices and a dataset's own category ids and names.
+
+Models predict contiguous indices 0..K-1 (detection adds a background column in front, inside the
+head). Evaluation against official annotation files and exported models speak the dataset's ids
+(COCO category ids 1..90 with gaps; Cityscapes labelIds), so every data source returns a LabelMap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelMap:
+    names: tuple[str, ...]
+    dataset_ids: tuple[int, ...]
+
+    def __post_init__(self):
+        if len(self.names) != len(self.dataset_ids):
+            raise ValueError(
+                f"LabelMap: {len(self.names)} names but {len(self.dataset_ids)} dataset ids"
+            )
+        if len(set(self.dataset_ids)) != len(self.dataset_ids):
+            raise ValueError(f"LabelMap: duplicate dataset ids in {self.dataset_ids}")
+
+    @classmethod
+    def contiguous(cls, names) -> LabelMap:
+        names = tuple(names)
+        return cls(names=names, dataset_ids=tuple(range(len(names))))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    def index_of_dataset_id(self) -> dict[int, int]:
+        return {d: i for i, d in enumerate(self.dataset_ids)}
+
+    def to_json(self) -> str:
+        items = [
+            {"index": i, "id": d, "name": n}
+            for i, (n, d) in enumerate(zip(self.names, self.dataset_ids))
+        ]
+        return json.dumps({"classes": items}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> LabelMap:
+        items = sorted(json.loads(text)["classes"], key=lambda c: c["index"])
+        return cls(
+            names=tuple(c["name"] for c in items), dataset_ids=tuple(int(c["id"]) for c in items)
+        )
+
+    def save(self, path: str) -> None:
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(self.to_json())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str) -> LabelMap:
+        with open(path) as f:
+            return cls.from_json(f.read())
