@@ -1,0 +1,162 @@
+"""SSD training targets for one image: IoU similarity + argmax matcher + Faster R-CNN box coder.
+
+The matcher follows the TF Object Detection API's `ArgMaxMatcher` (negatives_lower_than_unmatched,
+optional force match of each ground-truth row to its best anchor). Crowd boxes play no part in force
+matching (the OD API's `valid_rows`), and an anchor whose match is a crowd box is ignored: the
+detector is neither rewarded nor punished for firing inside a crowd region.
+
+Pure TF ops, no Python control flow on tensor values, so it runs eagerly and inside
+`tf.data.Dataset.map` with an unknown number of boxes (including zero).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from ondevice_vision.heads import box_coder
+
+UNMATCHED = -1
+IGNORED = -2
+
+
+def pairwise_iou(boxes1, boxes2):
+    """IoU between every box in boxes1 [N, 4] and boxes2 [M, 4] -> [N, M] (OD API `iou`)."""
+    ymin1, xmin1, ymax1, xmax1 = tf.split(boxes1, 4, axis=1)
+    ymin2, xmin2, ymax2, xmax2 = tf.split(boxes2, 4, axis=1)
+    heights = tf.maximum(
+        0.0, tf.minimum(ymax1, tf.transpose(ymax2)) - tf.maximum(ymin1, tf.transpose(ymin2))
+    )
+    widths = tf.maximum(
+        0.0, tf.minimum(xmax1, tf.transpose(xmax2)) - tf.maximum(xmin1, tf.transpose(xmin2))
+    )
+    intersections = heights * widths
+    areas1 = (ymax1 - ymin1) * (xmax1 - xmin1)
+    areas2 = (ymax2 - ymin2) * (xmax2 - xmin2)
+    unions = areas1 + tf.transpose(areas2) - intersections
+    # Where nothing intersects the IoU is 0 even for degenerate (zero-area) boxes.
+    return tf.where(
+        tf.equal(intersections, 0.0),
+        tf.zeros_like(intersections),
+        tf.math.divide_no_nan(intersections, unions),
+    )
+
+
+def argmax_match(
+    similarity,
+    valid_rows,
+    matched_threshold: float = 0.5,
+    unmatched_threshold: float = 0.5,
+    force_match_for_each_row: bool = True,
+):
+    """Match every column (anchor) of similarity [N, A] to a row (ground truth).
+
+    Returns int32 [A]: the matched row, UNMATCHED (-1) when the best similarity is below
+    unmatched_threshold, IGNORED (-2) when it lies in [unmatched_threshold, matched_threshold).
+    With force_match_for_each_row every valid row claims its best column, overriding thresholds.
+    """
+    num_anchors = tf.shape(similarity)[1]
+
+    def rows_empty():
+        return tf.fill([num_anchors], tf.constant(UNMATCHED, tf.int32))
+
+    def rows_present():
+        matches = tf.argmax(similarity, axis=0, output_type=tf.int32)
+        best = tf.reduce_max(similarity, axis=0)
+        below = tf.greater(unmatched_threshold, best)
+        between = tf.logical_and(
+            tf.greater_equal(best, unmatched_threshold), tf.greater(matched_threshold, best)
+        )
+        matches = tf.where(below, UNMATCHED, matches)
+        matches = tf.where(between, IGNORED, matches)
+        if not force_match_for_each_row:
+            return matches
+        best_column = tf.argmax(similarity, axis=1, output_type=tf.int32)
+        indicators = tf.one_hot(best_column, depth=num_anchors) * tf.cast(
+            valid_rows[:, tf.newaxis], tf.float32
+        )
+        # With several rows forcing the same column, argmax keeps the first one (as the OD API).
+        forced_row = tf.argmax(indicators, axis=0, output_type=tf.int32)
+        forced = tf.cast(tf.reduce_max(indicators, axis=0), tf.bool)
+        return tf.where(forced, forced_row, matches)
+
+    matches = tf.cond(tf.shape(similarity)[0] > 0, rows_present, rows_empty)
+    # tf.fill loses the static anchor count; restore it so batched targets keep a known shape.
+    matches.set_shape(similarity.shape[1:2])
+    return matches
+
+
+def assign_targets(
+    gt_boxes,
+    gt_classes,
+    gt_is_crowd,
+    anchors,
+    num_classes: int,
+    matched_threshold: float = 0.5,
+    unmatched_threshold: float = 0.5,
+    force_match_for_each_row: bool = True,
+    scale_factors=box_coder.DEFAULT_SCALE_FACTORS,
+) -> dict:
+    """Targets for one image.
+
+    Args:
+      gt_boxes: float [N, 4] normalised yxyx. gt_classes: int [N] contiguous 0..K-1.
+      gt_is_crowd: bool [N]. anchors: float [A, 4]. N may be 0 and unknown at trace time.
+
+    Returns a dict with cls_targets int32 [A] (0 background, k + 1 for class k; ignored anchors also
+    carry 0 but have weight 0), cls_weights float32 [A] (0 for ignored anchors), box_targets
+    float32 [A, 4] (encoded, zeros where not positive), box_weights float32 [A] (1 for positives),
+    num_positives float32 scalar.
+    """
+    if unmatched_threshold > matched_threshold:
+        raise ValueError(
+            f"assign_targets: unmatched_threshold {unmatched_threshold} is above "
+            f"matched_threshold {matched_threshold}"
+        )
+    gt_boxes = tf.reshape(tf.cast(gt_boxes, tf.float32), [-1, 4])
+    gt_classes = tf.reshape(tf.cast(gt_classes, tf.int32), [-1])
+    gt_is_crowd = tf.reshape(tf.cast(gt_is_crowd, tf.bool), [-1])
+    anchors = tf.reshape(tf.cast(anchors, tf.float32), [-1, 4])
+    num_gt = tf.shape(gt_boxes)[0]
+    checks = [
+        tf.debugging.assert_equal(
+            tf.shape(gt_classes)[0], num_gt, message="assign_targets: gt_classes length != boxes"
+        ),
+        tf.debugging.assert_equal(
+            tf.shape(gt_is_crowd)[0], num_gt, message="assign_targets: gt_is_crowd length != boxes"
+        ),
+        tf.debugging.assert_non_negative(gt_classes, message="assign_targets: negative class"),
+        tf.debugging.assert_less(
+            gt_classes, num_classes, message=f"assign_targets: class index >= {num_classes}"
+        ),
+    ]
+    with tf.control_dependencies(checks):
+        similarity = pairwise_iou(gt_boxes, anchors)
+
+    matches = argmax_match(
+        similarity,
+        valid_rows=tf.logical_not(gt_is_crowd),
+        matched_threshold=matched_threshold,
+        unmatched_threshold=unmatched_threshold,
+        force_match_for_each_row=force_match_for_each_row,
+    )
+    # gather fails on an empty tensor even for lanes that are masked out later, so every lookup
+    # goes through a one-row pad (background, not crowd) that non-matched anchors point to.
+    padded_boxes = tf.concat([gt_boxes, tf.zeros([1, 4], tf.float32)], axis=0)
+    padded_classes = tf.concat([gt_classes + 1, tf.zeros([1], tf.int32)], axis=0)
+    padded_crowd = tf.concat([gt_is_crowd, tf.zeros([1], tf.bool)], axis=0)
+    matched = matches >= 0
+    # Anchors matched to a crowd box are ignored rather than positive.
+    matched_to_crowd = tf.gather(padded_crowd, tf.where(matched, matches, num_gt))
+    positive = tf.logical_and(matched, tf.logical_not(matched_to_crowd))
+    ignored = tf.logical_or(tf.equal(matches, IGNORED), matched_to_crowd)
+    rows = tf.where(positive, matches, num_gt)
+
+    encoded = box_coder.encode(tf.gather(padded_boxes, rows), anchors, scale_factors)
+    box_weights = tf.cast(positive, tf.float32)
+    return {
+        "cls_targets": tf.gather(padded_classes, rows),
+        "cls_weights": tf.where(ignored, 0.0, 1.0),
+        "box_targets": tf.where(positive[:, tf.newaxis], encoded, tf.zeros_like(encoded)),
+        "box_weights": box_weights,
+        "num_positives": tf.reduce_sum(box_weights),
+    }
