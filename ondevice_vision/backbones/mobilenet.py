@@ -280,6 +280,6 @@ class Backbone(keras.Model):
         return cls(**config)
 
 
-def build_backbone(name: str, **options) -> Backbone:
+def build_backbone(model_name: str, /, **options) -> Backbone:
     """The one entry point: `build_backbone("mobilenet_v3_small", depth_multiplier=0.75, ...)`."""
-    return Backbone(model_name=name, **options)
+    return Backbone(model_name=model_name, **options)
