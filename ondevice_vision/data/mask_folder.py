@@ -1,0 +1,154 @@
+"""The generic segmentation format: a folder of images and same-stem PNG masks.
+
+    <dir>/images/<stem>.jpg|.jpeg|.png
+    <dir>/masks/<stem>.png        one uint8 class index per pixel (greyscale or palette PNG)
+    <dir>/classes.txt             class names, one per line; line i is mask value i
+                                  (may also sit in <dir>'s parent, shared by train and eval dirs)
+
+Mask value `ignore_label` (default 255) marks unlabelled pixels; the source rewrites it to 255, the
+ignore value every segmentation source yields. Every mask is fully decoded once with PIL before
+training to check its size and values, so a bad file is reported by name up front rather than
+surfacing as NaNs or an out-of-range gather mid-training. That check costs one read of the dataset:
+fine for the small custom datasets this format is meant for; convert large ones to TFDS instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from PIL import Image
+
+from ondevice_vision.data.label_map import LabelMap
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+CLASSES_FILE = "classes.txt"
+# TF's PNG decoder expands palette PNGs to colours, so their indices (and 16-bit values) are read
+# with PIL inside the pipeline instead; plain greyscale masks stay on the fast tf.io path.
+_TF_DECODABLE_MODES = ("L",)
+_PIL_DECODED_MODES = ("P", "I;16", "I")
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskFolderFiles:
+    image_paths: list[str]
+    mask_paths: list[str]
+    mask_needs_pil: list[bool]
+    stems: list[str]
+
+
+def read_class_names(directory: str) -> tuple[tuple[str, ...], str]:
+    """Class names from classes.txt in `directory` or its parent; returns (names, path)."""
+    candidates = [
+        os.path.join(directory, CLASSES_FILE),
+        os.path.join(os.path.dirname(os.path.abspath(directory)), CLASSES_FILE),
+    ]
+    for path in candidates:
+        if os.path.isfile(path):
+            with open(path) as f:
+                names = tuple(line.strip() for line in f if line.strip())
+            if not names:
+                raise ValueError(f"{path}: no class names")
+            return names, path
+    raise FileNotFoundError(f"No {CLASSES_FILE} found; looked for {' and '.join(candidates)}")
+
+
+def list_files(directory: str, num_classes: int, ignore_label: int = 255) -> MaskFolderFiles:
+    """Pairs images with masks by stem and checks every mask's mode, size and values."""
+    image_dir = os.path.join(directory, "images")
+    mask_dir = os.path.join(directory, "masks")
+    if not os.path.isdir(image_dir):
+        raise FileNotFoundError(f"Image directory not found: {image_dir}")
+    if not 0 < num_classes <= 255:
+        raise ValueError(f"{directory}: need 1..255 classes for uint8 masks, got {num_classes}")
+    if not num_classes <= ignore_label <= 255:
+        raise ValueError(
+            f"ignore_label {ignore_label} must be a uint8 value that is no class index "
+            f"(0..{num_classes - 1} are the classes of {directory})"
+        )
+
+    image_paths, mask_paths, needs_pil, stems = [], [], [], []
+    for name in sorted(os.listdir(image_dir)):
+        stem, ext = os.path.splitext(name)
+        if ext.lower() not in IMAGE_EXTENSIONS:
+            continue
+        image_path = os.path.join(image_dir, name)
+        mask_path = os.path.join(mask_dir, stem + ".png")
+        if not os.path.isfile(mask_path):
+            raise FileNotFoundError(f"No mask for {image_path}: expected {mask_path}")
+        mode = _check_pair(image_path, mask_path, num_classes, ignore_label)
+        image_paths.append(image_path)
+        mask_paths.append(mask_path)
+        needs_pil.append(mode in _PIL_DECODED_MODES)
+        stems.append(stem)
+
+    if not image_paths:
+        raise ValueError(f"No {'/'.join(IMAGE_EXTENSIONS)} images found in {image_dir}")
+    if os.path.isdir(mask_dir):
+        unpaired = len(os.listdir(mask_dir)) - len(mask_paths)
+        if unpaired > 0:
+            logging.info("%s: %d files without a matching image skipped", mask_dir, unpaired)
+    return MaskFolderFiles(image_paths, mask_paths, needs_pil, stems)
+
+
+def _check_pair(image_path: str, mask_path: str, num_classes: int, ignore_label: int) -> str:
+    try:
+        with Image.open(image_path) as img:
+            image_size = img.size
+        with Image.open(mask_path) as m:
+            mode, mask_size = m.mode, m.size
+            if mode not in _TF_DECODABLE_MODES + _PIL_DECODED_MODES:
+                raise ValueError(
+                    f"{mask_path}: expected a single-channel PNG of class indices "
+                    f"(mode L or P), got mode {mode}"
+                )
+            values = np.unique(np.asarray(m))
+    except OSError as e:
+        raise ValueError(f"Unreadable image or mask: {image_path} / {mask_path} ({e})") from e
+    if mask_size != image_size:
+        raise ValueError(
+            f"Mask size {mask_size[1]}x{mask_size[0]} of {mask_path} differs from image size "
+            f"{image_size[1]}x{image_size[0]} of {image_path}"
+        )
+    bad = values[(values >= num_classes) & (values != ignore_label)]
+    if bad.size:
+        raise ValueError(
+            f"{mask_path}: mask values {bad.tolist()} are neither a class index "
+            f"0..{num_classes - 1} nor the ignore label {ignore_label}"
+        )
+    return mode
+
+
+def _pil_mask(path: bytes) -> np.ndarray:
+    with Image.open(path.decode()) as m:
+        return np.asarray(m).astype(np.uint8)[..., None]
+
+
+def _decoder(ignore_label: int):
+    def decode(image_path, mask_path, mask_needs_pil, stem) -> dict:
+        image = tf.io.decode_image(tf.io.read_file(image_path), channels=3, expand_animations=False)
+        mask = tf.cond(
+            mask_needs_pil,
+            lambda: tf.numpy_function(_pil_mask, [mask_path], tf.uint8, stateful=False),
+            lambda: tf.io.decode_png(tf.io.read_file(mask_path), channels=1),
+        )
+        mask = tf.ensure_shape(mask, [None, None, 1])
+        if ignore_label != 255:
+            mask = tf.where(mask == ignore_label, tf.constant(255, tf.uint8), mask)
+        return {"image": image, "mask": mask, "image_id": stem}
+
+    return decode
+
+
+def load(directory: str, ignore_label: int = 255) -> tuple[tf.data.Dataset, LabelMap]:
+    """Decoded examples of one mask folder and its contiguous LabelMap (dataset id = mask value)."""
+    names, _ = read_class_names(directory)
+    files = list_files(directory, len(names), ignore_label)
+    ds = tf.data.Dataset.from_tensor_slices(
+        (files.image_paths, files.mask_paths, files.mask_needs_pil, files.stems)
+    )
+    ds = ds.map(_decoder(ignore_label), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds, LabelMap.contiguous(names)

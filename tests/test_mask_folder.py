@@ -1,0 +1,137 @@
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ondevice_vision.data import mask_folder, segmentation_sources
+
+CLASSES = ["background", "cat", "dog"]
+
+
+def _write_folder(directory, masks, classes=CLASSES, image_format="png", palette=False, seed=0):
+    """Writes images/ + masks/ (+ classes.txt); returns {stem: image} of what was written."""
+    rng = np.random.default_rng(seed)
+    (directory / "images").mkdir(parents=True)
+    (directory / "masks").mkdir()
+    if classes is not None:
+        (directory / "classes.txt").write_text("\n".join(classes) + "\n\n")
+    images = {}
+    for i, mask in enumerate(masks):
+        stem = f"img{i:02d}"
+        image = rng.integers(0, 256, mask.shape + (3,), dtype=np.uint8)
+        Image.fromarray(image).save(directory / "images" / f"{stem}.{image_format}")
+        m = Image.fromarray(mask)
+        if palette:
+            m = m.convert("P")
+            m.putpalette([0, 0, 0, 200, 10, 10, 10, 200, 10] + [255, 255, 255] * 253)
+        m.save(directory / "masks" / f"{stem}.png")
+        images[stem] = image
+    return images
+
+
+def _masks(seed=0, values=(0, 1, 2, 255), shapes=((16, 24), (20, 12))):
+    rng = np.random.default_rng(seed)
+    return [rng.choice(np.array(values, np.uint8), size=shape) for shape in shapes]
+
+
+@pytest.mark.parametrize("palette", [False, True])
+def test_reads_pairs_with_masks_unchanged(tmp_path, palette):
+    masks = _masks()
+    images = _write_folder(tmp_path, masks, palette=palette)
+    ds, label_map = mask_folder.load(str(tmp_path))
+    assert label_map.names == tuple(CLASSES) and label_map.dataset_ids == (0, 1, 2)
+    examples = list(ds.as_numpy_iterator())
+    assert [e["image_id"] for e in examples] == [b"img00", b"img01"]
+    for example, mask in zip(examples, masks, strict=True):
+        np.testing.assert_array_equal(example["image"], images[example["image_id"].decode()])
+        assert example["mask"].dtype == np.uint8
+        # Palette masks carry indices, not colours: they must come back as the written values.
+        np.testing.assert_array_equal(example["mask"], mask[..., None])
+
+
+def test_custom_ignore_value_becomes_255(tmp_path):
+    masks = _masks(values=(0, 1, 2, 9))
+    _write_folder(tmp_path, masks, image_format="jpg")
+    ds, _ = mask_folder.load(str(tmp_path), ignore_label=9)
+    for example, mask in zip(ds.as_numpy_iterator(), masks, strict=True):
+        assert example["image"].shape == mask.shape + (3,)
+        np.testing.assert_array_equal(example["mask"][..., 0], np.where(mask == 9, 255, mask))
+
+
+def test_values_outside_class_list_name_file_and_values(tmp_path):
+    masks = _masks()
+    masks[1][0, :3] = [3, 7, 3]
+    _write_folder(tmp_path, masks)
+    with pytest.raises(ValueError) as err:
+        mask_folder.load(str(tmp_path))
+    message = str(err.value)
+    assert str(tmp_path / "masks" / "img01.png") in message
+    assert "[3, 7]" in message
+
+
+def test_mask_size_mismatch_names_file(tmp_path):
+    _write_folder(tmp_path, _masks())
+    bad = tmp_path / "masks" / "img00.png"
+    Image.fromarray(np.zeros((16, 23), np.uint8)).save(bad)
+    with pytest.raises(ValueError, match=re.escape(str(bad))):
+        mask_folder.load(str(tmp_path))
+
+
+def test_missing_mask_and_classes_file(tmp_path):
+    _write_folder(tmp_path / "a", _masks())
+    (tmp_path / "a" / "masks" / "img01.png").unlink()
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "a/masks/img01.png"))):
+        mask_folder.load(str(tmp_path / "a"))
+    _write_folder(tmp_path / "b", _masks(), classes=None)
+    with pytest.raises(FileNotFoundError, match="classes.txt"):
+        mask_folder.load(str(tmp_path / "b"))
+
+
+def test_empty_images_dir(tmp_path):
+    _write_folder(tmp_path, [])
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "images"))):
+        mask_folder.load(str(tmp_path))
+
+
+def test_ignore_label_colliding_with_class_rejected(tmp_path):
+    _write_folder(tmp_path, _masks(values=(0, 1, 2)))
+    with pytest.raises(ValueError, match="ignore_label 2"):
+        mask_folder.load(str(tmp_path), ignore_label=2)
+
+
+def test_dispatcher_shared_classes_file_and_palette(tmp_path):
+    # classes.txt in the parent serves both split dirs.
+    (tmp_path / "classes.txt").write_text("\n".join(CLASSES))
+    _write_folder(tmp_path / "train", _masks(seed=1), classes=None)
+    _write_folder(tmp_path / "val", _masks(seed=2), classes=None)
+    cfg = segmentation_sources.default_data_config()
+    cfg.source = "mask_folder"
+    cfg.train_dir = str(tmp_path / "train")
+    cfg.eval_dir = str(tmp_path / "val")
+    ds, label_map, extras = segmentation_sources.load_segmentation_source(cfg, "train")
+    assert len(list(ds)) == 2
+    assert label_map.names == tuple(CLASSES)
+    assert extras["ignore_label"] == 255 and extras["file_paths"] is None
+    # The PASCAL VOC colour map: background black, then (128,0,0), (0,128,0).
+    np.testing.assert_array_equal(extras["palette"], [[0, 0, 0], [128, 0, 0], [0, 128, 0]])
+
+
+def test_distinct_palette_matches_voc_colour_map():
+    palette = segmentation_sources.distinct_palette(21)
+    assert palette.dtype == np.uint8 and palette.shape == (21, 3)
+    # VOC colours of "person" (15) and "tv/monitor" (20).
+    assert tuple(palette[15]) == (192, 128, 128)
+    assert tuple(palette[20]) == (0, 64, 128)
+    assert len({tuple(c) for c in segmentation_sources.distinct_palette(256)}) == 256
+
+
+def test_dispatcher_rejects_differing_class_lists(tmp_path):
+    _write_folder(tmp_path / "train", _masks())
+    _write_folder(tmp_path / "val", _masks(), classes=["background", "cat", "bird"])
+    cfg = segmentation_sources.default_data_config()
+    cfg.source = "mask_folder"
+    cfg.train_dir = str(tmp_path / "train")
+    cfg.eval_dir = str(tmp_path / "val")
+    with pytest.raises(ValueError, match="Class lists differ"):
+        segmentation_sources.load_segmentation_source(cfg, "eval")
