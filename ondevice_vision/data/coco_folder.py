@@ -1,0 +1,258 @@
+"""Detection data in a folder holding a COCO-format `annotations.json` and its images.
+
+Layout: `<dir>/annotations.json`; each image's `file_name` is looked up in `<dir>/` and then in
+`<dir>/images/` (it may contain sub-folders).
+
+- Boxes: COCO [x, y, width, height] in pixels -> normalised [ymin, xmin, ymax, xmax], normalised by
+  the image's `width`/`height` in the JSON (by the file's own size when the JSON has none) and
+  clipped to the image. Boxes with zero or negative size, or nothing left inside the image, are
+  dropped, counted and logged.
+- Classes: category ids -> contiguous indices in increasing id order; the LabelMap keeps the ids.
+- `iscrowd` -> is_crowd. Images without annotations are kept, with zero boxes.
+- Errors, naming the annotation file: malformed JSON or missing keys (ValueError), an annotation
+  with an unknown category or image id (ValueError), image files that do not exist
+  (FileNotFoundError, all files are checked before anything is read, the first few are listed).
+- Corrupt or undecodable image files are skipped, counted and logged (see image_decode).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from ondevice_vision.data import image_decode
+from ondevice_vision.data.label_map import LabelMap
+
+ANNOTATIONS_FILE = "annotations.json"
+_MAX_LISTED_MISSING = 5
+
+
+def ground_truth_file(directory: str) -> str:
+    """Path of the folder's official annotation file (for COCO evaluation)."""
+    path = os.path.join(directory, ANNOTATIONS_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"COCO annotation file not found: {path}")
+    return path
+
+
+@dataclasses.dataclass
+class CocoFolderStats:
+    images: int = 0
+    skipped_images: int = 0
+    boxes: int = 0
+    dropped_empty_boxes: int = 0
+    dropped_outside_boxes: int = 0
+    clipped_boxes: int = 0
+
+
+def _load_json(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"COCO annotation file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: malformed JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object at the top level")
+    for key in ("images", "categories"):
+        if not isinstance(data.get(key), list):
+            raise ValueError(f"{path}: missing or non-list '{key}'")
+    if not isinstance(data.get("annotations", []), list):
+        raise ValueError(f"{path}: 'annotations' is not a list")
+    return data
+
+
+def read_categories(directory: str) -> list[tuple[int, str]]:
+    """(category id, name) pairs of a folder's annotation file, sorted by id."""
+    path = os.path.join(directory, ANNOTATIONS_FILE)
+    data = _load_json(path)
+    try:
+        categories = sorted((int(c["id"]), str(c["name"])) for c in data["categories"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: bad 'categories' entry: {e}") from e
+    ids = [c for c, _ in categories]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{path}: duplicate category ids in 'categories'")
+    return categories
+
+
+def label_map_for(directories: Sequence[str]) -> LabelMap:
+    """One LabelMap covering the categories of several folders (train and eval must agree)."""
+    by_id: dict[int, str] = {}
+    for d in directories:
+        for cid, name in read_categories(d):
+            if by_id.setdefault(cid, name) != name:
+                raise ValueError(
+                    f"{os.path.join(d, ANNOTATIONS_FILE)}: category id {cid} is named {name!r} "
+                    f"here but {by_id[cid]!r} in another folder"
+                )
+    ids = sorted(by_id)
+    return LabelMap(tuple(by_id[i] for i in ids), tuple(ids))
+
+
+def _resolve_image(directory: str, file_name: str) -> str | None:
+    for candidate in (
+        os.path.join(directory, file_name),
+        os.path.join(directory, "images", file_name),
+    ):
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def _normalised_boxes(xywh: np.ndarray, width: float, height: float):
+    """COCO pixel [x, y, w, h] -> (normalised clipped yxyx, keep mask, stats counts)."""
+    x, y, w, h = xywh.T
+    empty = ~((w > 0) & (h > 0))
+    yxyx = np.stack([y / height, x / width, (y + h) / height, (x + w) / width], axis=1)
+    clipped = np.clip(yxyx, 0.0, 1.0)
+    was_clipped = np.any(clipped != yxyx, axis=1) & ~empty
+    outside = ~empty & ~((clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1]))
+    keep = ~empty & ~outside
+    return (
+        clipped.astype(np.float32),
+        keep,
+        int(empty.sum()),
+        int(outside.sum()),
+        int((was_clipped & keep).sum()),
+    )
+
+
+def read_coco_folder(directory: str, label_map: LabelMap | None = None):
+    """Parses and validates a folder; returns (per-image records, LabelMap, CocoFolderStats).
+
+    Records are sorted by image id: dicts with path, image_id, boxes, classes, is_crowd.
+    """
+    path = os.path.join(directory, ANNOTATIONS_FILE)
+    data = _load_json(path)
+    if label_map is None:
+        label_map = label_map_for([directory])
+    index_of = label_map.index_of_dataset_id()
+
+    images = {}
+    try:
+        for im in data["images"]:
+            images[int(im["id"])] = im
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: bad 'images' entry: {e}") from e
+
+    per_image = collections.defaultdict(list)
+    for ann in data.get("annotations", []):
+        try:
+            image_id, category_id = int(ann["image_id"]), int(ann["category_id"])
+            bbox = [float(v) for v in ann["bbox"]]
+            crowd = bool(ann.get("iscrowd", 0))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: bad annotation {ann.get('id', '?')}: {e}") from e
+        if len(bbox) != 4:
+            raise ValueError(f"{path}: annotation {ann.get('id', '?')} bbox has {len(bbox)} values")
+        if category_id not in index_of:
+            raise ValueError(
+                f"{path}: annotation {ann.get('id', '?')} has unknown category id {category_id}"
+            )
+        if image_id not in images:
+            raise ValueError(
+                f"{path}: annotation {ann.get('id', '?')} has unknown image id {image_id}"
+            )
+        per_image[image_id].append((bbox, index_of[category_id], crowd))
+
+    image_ids = sorted(images)
+    paths, missing = [], []
+    for image_id in image_ids:
+        file_name = images[image_id].get("file_name")
+        if not isinstance(file_name, str) or not file_name:
+            raise ValueError(f"{path}: image {image_id} has no 'file_name'")
+        resolved = _resolve_image(directory, file_name)
+        if resolved is None:
+            missing.append(os.path.join(directory, file_name))
+        paths.append(resolved)
+    if missing:
+        listed = ", ".join(missing[:_MAX_LISTED_MISSING])
+        more = (
+            f" and {len(missing) - _MAX_LISTED_MISSING} more"
+            if len(missing) > _MAX_LISTED_MISSING
+            else ""
+        )
+        raise FileNotFoundError(
+            f"{path}: {len(missing)} referenced image files not found (looked in the folder and "
+            f"its images/ sub-folder): {listed}{more}"
+        )
+
+    checks = image_decode.check_image_files(paths)
+    stats = CocoFolderStats(skipped_images=image_decode.log_bad_images(checks, path))
+    records, size_mismatches = [], 0
+    for image_id, check in zip(image_ids, checks, strict=True):
+        if check.problem is not None:
+            continue
+        info = images[image_id]
+        width, height = float(info.get("width") or 0), float(info.get("height") or 0)
+        if width <= 0 or height <= 0:
+            width, height = float(check.width), float(check.height)
+        elif (int(width), int(height)) != (check.width, check.height):
+            size_mismatches += 1
+        anns = per_image.get(image_id, [])
+        xywh = np.array([a[0] for a in anns], np.float64).reshape(-1, 4)
+        boxes, keep, n_empty, n_outside, n_clipped = _normalised_boxes(xywh, width, height)
+        stats.dropped_empty_boxes += n_empty
+        stats.dropped_outside_boxes += n_outside
+        stats.clipped_boxes += n_clipped
+        records.append(
+            {
+                "path": check.path,
+                "image_id": image_id,
+                "boxes": boxes[keep].reshape(-1, 4),
+                "classes": np.array([a[1] for a in anns], np.int32).reshape(-1)[keep],
+                "is_crowd": np.array([a[2] for a in anns], bool).reshape(-1)[keep],
+            }
+        )
+    stats.images = len(records)
+    stats.boxes = sum(len(r["boxes"]) for r in records)
+    if size_mismatches:
+        logging.warning(
+            "%s: %d images differ in size from their JSON width/height; boxes are normalised by "
+            "the JSON size",
+            path,
+            size_mismatches,
+        )
+    if stats.dropped_empty_boxes or stats.dropped_outside_boxes or stats.clipped_boxes:
+        logging.warning(
+            "%s: dropped %d boxes with zero or negative size and %d boxes outside their image; "
+            "clipped %d boxes to their image",
+            path,
+            stats.dropped_empty_boxes,
+            stats.dropped_outside_boxes,
+            stats.clipped_boxes,
+        )
+    logging.info("%s: %d images, %d boxes", path, stats.images, stats.boxes)
+    if not records:
+        raise ValueError(f"{path}: no usable images")
+    return records, label_map, stats
+
+
+def load_coco_folder(
+    directory: str, label_map: LabelMap | None = None
+) -> tuple[tf.data.Dataset, LabelMap]:
+    """Decoded detection examples from a COCO-format folder, in increasing image id order.
+
+    `label_map`: the LabelMap to index categories with (default: the folder's own categories);
+    pass `label_map_for([train_dir, eval_dir])` so both splits share one.
+    """
+    records, label_map, _ = read_coco_folder(directory, label_map)
+    ds = image_decode.image_files_dataset(
+        [r["path"] for r in records],
+        {
+            "image_id": np.array([r["image_id"] for r in records], np.int64),
+            "boxes": [r["boxes"] for r in records],
+            "classes": [r["classes"] for r in records],
+            "is_crowd": [r["is_crowd"] for r in records],
+        },
+    )
+    return ds, label_map

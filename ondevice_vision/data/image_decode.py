@@ -1,0 +1,131 @@
+"""Image decoding shared by the folder readers: upfront validation with PIL, decoding in tf.data.
+
+Policy for bad image files: they are found before training starts, skipped, counted and logged
+with their path, and the run goes on. Decoding itself then happens in-graph with
+`tf.io.decode_image`, which would otherwise abort the whole input pipeline with a message that
+names no file.
+
+Validation is cheap on purpose (a COCO train folder has 118k files): PIL parses the header and
+`verify()`s the file (PNG CRCs are checked), the format must be one TensorFlow decodes, and a
+JPEG must end with its end-of-image marker, because PIL's verify passes truncated JPEGs that
+TensorFlow then refuses.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from PIL import Image, UnidentifiedImageError
+
+# Formats tf.io.decode_image understands (JPEG XL is not in PIL's core formats).
+TF_DECODABLE_FORMATS = frozenset({"JPEG", "PNG", "GIF", "BMP", "WEBP"})
+
+_JPEG_END_OF_IMAGE = b"\xff\xd9"
+# Some writers pad a JPEG after its end-of-image marker; look for the marker in the tail.
+_JPEG_TAIL_BYTES = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageCheck:
+    """What upfront validation learned about one file; `problem` is None for a good image."""
+
+    path: str
+    problem: str | None
+    width: int = 0
+    height: int = 0
+
+
+def check_image_file(path: str) -> ImageCheck:
+    """Validates one image file without decoding its pixels."""
+    try:
+        with Image.open(path) as im:
+            fmt, (width, height) = im.format, im.size
+            im.verify()
+    except FileNotFoundError:
+        return ImageCheck(path, "file not found")
+    except UnidentifiedImageError:
+        return ImageCheck(path, "not a recognised image file")
+    except Exception as e:  # PIL raises many types (OSError, SyntaxError, struct.error...)
+        return ImageCheck(path, f"corrupt image ({type(e).__name__}: {e})")
+    if fmt not in TF_DECODABLE_FORMATS:
+        return ImageCheck(
+            path, f"unsupported image format {fmt} (need one of JPEG, PNG, GIF, BMP, WEBP)"
+        )
+    if width <= 0 or height <= 0:
+        return ImageCheck(path, f"empty image {width}x{height}")
+    if fmt == "JPEG" and not _jpeg_has_end_marker(path):
+        return ImageCheck(path, "truncated JPEG (no end-of-image marker)")
+    return ImageCheck(path, None, width=width, height=height)
+
+
+def _jpeg_has_end_marker(path: str) -> bool:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - _JPEG_TAIL_BYTES))
+        return _JPEG_END_OF_IMAGE in f.read()
+
+
+def check_image_files(paths: Sequence[str], num_threads: int = 16) -> list[ImageCheck]:
+    """`check_image_file` over many files (threads: the work is mostly file I/O), in input order."""
+    if len(paths) < 64:
+        return [check_image_file(p) for p in paths]
+    with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
+        return list(pool.map(check_image_file, paths, chunksize=64))
+
+
+def log_bad_images(checks: Sequence[ImageCheck], source: str) -> int:
+    """Logs every bad image with its path and problem; returns how many there are."""
+    bad = [c for c in checks if c.problem is not None]
+    for c in bad:
+        logging.warning("%s: skipping image %s: %s", source, c.path, c.problem)
+    if bad:
+        logging.warning("%s: skipped %d of %d images as unreadable", source, len(bad), len(checks))
+    return len(bad)
+
+
+def decode_rgb(encoded: tf.Tensor) -> tf.Tensor:
+    """Encoded JPEG/PNG/GIF/BMP/WebP bytes -> uint8 [H, W, 3] RGB, in-graph.
+
+    Gray is replicated, alpha dropped, palettes expanded, CMYK JPEGs converted, 16-bit PNGs scaled
+    to 8 bits, and only the first frame of an animation is kept.
+    """
+    image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def read_rgb(path: tf.Tensor) -> tf.Tensor:
+    """Reads and decodes one image file in-graph (validate the file upfront)."""
+    return decode_rgb(tf.io.read_file(path))
+
+
+def image_files_dataset(paths: Sequence[str], per_image: dict[str, Sequence]) -> tf.data.Dataset:
+    """A dataset of {"image": decoded uint8 RGB, **per_image fields} for validated image files.
+
+    Each value of `per_image` has one entry per path: a scalar, or a NumPy array whose first
+    dimension varies between images (boxes, classes), which is sliced per image.
+    """
+    tensors = {"path": tf.constant(list(paths), tf.string)}
+    for key, values in per_image.items():
+        if len(values) != len(paths):
+            raise ValueError(f"{key}: {len(values)} entries for {len(paths)} images")
+        if isinstance(values, (list, tuple)) and values and np.ndim(values[0]) > 0:
+            lengths = [len(v) for v in values]
+            tensors[key] = tf.RaggedTensor.from_row_lengths(np.concatenate(values), lengths)
+        else:
+            tensors[key] = tf.constant(np.asarray(values))
+
+    def decode(ex):
+        ex = dict(ex)
+        ex["image"] = read_rgb(ex.pop("path"))
+        return ex
+
+    ds = tf.data.Dataset.from_tensor_slices(tensors)
+    return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)

@@ -1,0 +1,178 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ondevice_vision.data import detection_augment as aug
+
+# Three non-overlapping solid rectangles on black, one colour per class, exact pixel boxes.
+_H, _W = 60, 90
+_PIXEL_BOXES = np.array([[5, 10, 25, 40], [30, 50, 58, 85], [8, 60, 20, 72]])  # y0, x0, y1, x1
+_COLOURS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], np.uint8)
+
+
+def _scene():
+    image = np.zeros((_H, _W, 3), np.uint8)
+    for (y0, x0, y1, x1), colour in zip(_PIXEL_BOXES, _COLOURS, strict=True):
+        image[y0:y1, x0:x1] = colour
+    boxes = (_PIXEL_BOXES / [_H, _W, _H, _W]).astype(np.float32)
+    return image, boxes, np.arange(3, dtype=np.int32), np.array([False, True, False])
+
+
+def _assert_boxes_match_content(image, boxes, classes):
+    """Every box is tight around the visible pixels of its class colour."""
+    h, w = image.shape[:2]
+    assert np.all(boxes >= 0.0) and np.all(boxes <= 1.0)
+    for box, cls in zip(boxes, classes, strict=True):
+        y0, x0, y1, x1 = np.round(box * [h, w, h, w]).astype(int)
+        np.testing.assert_allclose(box * [h, w, h, w], [y0, x0, y1, x1], atol=1e-3)
+        assert y1 > y0 and x1 > x0
+        is_colour = np.all(image == _COLOURS[cls], axis=-1)
+        assert is_colour[y0:y1, x0:x1].all(), "box covers pixels that are not its object"
+        assert is_colour.sum() == (y1 - y0) * (x1 - x0), "object pixels outside its box"
+
+
+def test_flip_boxes_matches_numpy():
+    boxes = np.array([[0.1, 0.2, 0.5, 0.9], [0.0, 0.0, 1.0, 0.3]], np.float32)
+    flipped = aug.flip_boxes_left_right(tf.constant(boxes)).numpy()
+    expected = np.stack([boxes[:, 0], 1 - boxes[:, 3], boxes[:, 2], 1 - boxes[:, 1]], axis=1)
+    np.testing.assert_allclose(flipped, expected, atol=1e-7)
+
+
+@pytest.mark.parametrize("prob", [0.0, 1.0])
+def test_random_horizontal_flip_keeps_boxes_on_content(prob):
+    image, boxes, classes, _ = _scene()
+    out_image, out_boxes = aug.random_horizontal_flip(tf.constant(image), tf.constant(boxes), prob)
+    out_image, out_boxes = out_image.numpy(), out_boxes.numpy()
+    np.testing.assert_array_equal(out_image, image[:, ::-1] if prob else image)
+    _assert_boxes_match_content(out_image, out_boxes, classes)
+
+
+def test_random_horizontal_flip_flips_about_half_the_time():
+    image = tf.constant(np.arange(6, dtype=np.uint8).reshape(1, 2, 3))
+    boxes = tf.constant([[0.0, 0.0, 1.0, 0.5]])
+    flips = sum(
+        float(aug.random_horizontal_flip(image, boxes)[1][0, 1].numpy()) == 0.5 for _ in range(200)
+    )
+    assert 60 < flips < 140
+
+
+def _crop_boxes_reference(boxes, window, overlap_thresh, clip):
+    """NumPy transcription of the OD API's prune_completely_outside_window +
+    prune_non_overlapping_boxes + change_coordinate_frame + clip."""
+    wy0, wx0, wy1, wx1 = window
+    keep, out = [], []
+    for i, (y0, x0, y1, x1) in enumerate(boxes):
+        if y0 >= wy1 or x0 >= wx1 or y1 <= wy0 or x1 <= wx0:
+            continue
+        inter = max(min(y1, wy1) - max(y0, wy0), 0) * max(min(x1, wx1) - max(x0, wx0), 0)
+        if inter / ((y1 - y0) * (x1 - x0)) < overlap_thresh:
+            continue
+        b = (np.array([y0, x0, y1, x1]) - [wy0, wx0, wy0, wx0]) / [
+            wy1 - wy0,
+            wx1 - wx0,
+            wy1 - wy0,
+            wx1 - wx0,
+        ]
+        keep.append(i)
+        out.append(np.clip(b, 0, 1) if clip else b)
+    return np.array(keep, int), np.array(out, np.float32).reshape(-1, 4)
+
+
+@pytest.mark.parametrize("overlap_thresh", [0.0, 0.3, 0.7, 1.0])
+@pytest.mark.parametrize("clip", [True, False])
+def test_crop_boxes_to_window_matches_od_api_reference(overlap_thresh, clip):
+    rng = np.random.default_rng(int(overlap_thresh * 10) + clip)
+    corners = rng.uniform(0, 1, (40, 2, 2))
+    boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)[:, [0, 1, 2, 3]]
+    boxes = boxes.astype(np.float32)
+    window = np.array([0.2, 0.1, 0.7, 0.8], np.float32)
+    classes = np.arange(40, dtype=np.int32)
+    crowd = classes % 3 == 0
+    got_boxes, got_classes, got_crowd = aug.crop_boxes_to_window(
+        tf.constant(boxes), tf.constant(classes), tf.constant(crowd), window, overlap_thresh, clip
+    )
+    keep, expected = _crop_boxes_reference(boxes, window, overlap_thresh, clip)
+    np.testing.assert_array_equal(got_classes.numpy(), classes[keep])
+    np.testing.assert_array_equal(got_crowd.numpy(), crowd[keep])
+    np.testing.assert_allclose(got_boxes.numpy(), expected, atol=1e-5)
+    assert 0 < len(keep) < 40  # the random boxes exercise both outcomes
+
+
+def _crop_in_dataset(n, **kwargs):
+    image, boxes, classes, crowd = _scene()
+    ds = tf.data.Dataset.from_tensors((image, boxes, classes, crowd)).repeat(n)
+    return ds.map(lambda *ex: aug.ssd_random_crop(*ex, **kwargs))
+
+
+def test_ssd_random_crop_results_consistent_with_image_content():
+    sizes = set()
+    for image, boxes, classes, crowd in _crop_in_dataset(40).as_numpy_iterator():
+        assert image.dtype == np.uint8 and image.shape[2] == 3
+        assert boxes.shape == (len(classes), 4) and crowd.shape == classes.shape
+        np.testing.assert_array_equal(crowd, classes == 1)
+        _assert_boxes_match_content(image, boxes, classes)
+        # area_range (0.1, 1.0) of the image, aspect ratio (0.5, 2.0) in pixels
+        assert image.shape[0] * image.shape[1] >= 0.1 * _H * _W - _H - _W
+        sizes.add(image.shape[:2])
+    assert len(sizes) > 5  # it does crop, to varying windows
+
+
+def test_ssd_random_crop_keep_original_option():
+    image, boxes, classes, crowd = _scene()
+    for out, ref in zip(
+        aug.ssd_random_crop(image, boxes, classes, crowd, random_coef=(1.0,) * 7),
+        (image, boxes, classes, crowd),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(out.numpy(), ref)
+
+
+def test_ssd_random_crop_full_coverage_case_keeps_whole_objects():
+    # Only the OD API's strictest case: the crop covers an object fully, and only objects fully
+    # inside the crop survive.
+    for image, boxes, classes, _ in _crop_in_dataset(
+        15,
+        min_object_covered=(1.0,),
+        aspect_ratio_range=((0.5, 2.0),),
+        area_range=((0.1, 1.0),),
+        overlap_thresh=(1.0,),
+        clip_boxes=(True,),
+        random_coef=(0.0,),
+    ).as_numpy_iterator():
+        assert len(classes) >= 1
+        _assert_boxes_match_content(image, boxes, classes)
+        for box, cls in zip(boxes, classes, strict=True):
+            h, w = image.shape[:2]
+            y0, x0, y1, x1 = np.round(box * [h, w, h, w]).astype(int)
+            py0, px0, py1, px1 = _PIXEL_BOXES[cls]
+            assert (y1 - y0, x1 - x0) == (py1 - py0, px1 - px0)  # not cut
+
+
+def test_ssd_random_crop_without_boxes():
+    image = tf.zeros([20, 30, 3], tf.uint8)
+    out = aug.ssd_random_crop(
+        image, tf.zeros([0, 4]), tf.zeros([0], tf.int32), tf.zeros([0], tf.bool)
+    )
+    assert out[1].shape == (0, 4) and out[2].shape == (0,)
+    assert out[0].shape[2] == 3
+
+
+def test_ssd_random_crop_rejects_mismatched_case_lists():
+    image, boxes, classes, crowd = _scene()
+    with pytest.raises(ValueError, match="overlap_thresh"):
+        aug.ssd_random_crop(image, boxes, classes, crowd, overlap_thresh=(0.5,))
+
+
+def test_resize_image():
+    image = np.random.default_rng(0).integers(0, 256, (37, 51, 3)).astype(np.uint8)
+    out = aug.resize_image(tf.constant(image), (20, 24)).numpy()
+    assert out.dtype == np.float32 and out.shape == (20, 24, 3)
+    assert out.min() >= 0.0 and out.max() <= 255.0
+    constant = aug.resize_image(tf.fill([7, 9, 3], tf.constant(200, tf.uint8)), (16, 16)).numpy()
+    np.testing.assert_allclose(constant, 200.0)
+    # Half-pixel-centre bilinear: each output column samples the input at (j + 0.5) / 2 - 0.5.
+    row = np.array([0, 10, 40, 90, 160, 250], np.float64)
+    ramp = np.tile(row.astype(np.uint8)[None, :, None], (3, 1, 3))
+    up = aug.resize_image(tf.constant(ramp), (3, 12)).numpy()
+    centres = np.clip((np.arange(12) + 0.5) / 2 - 0.5, 0, len(row) - 1)
+    np.testing.assert_allclose(up[1, :, 0], np.interp(centres, np.arange(len(row)), row), atol=1e-3)
