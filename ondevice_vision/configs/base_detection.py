@@ -1,0 +1,101 @@
+"""The SSDLite detection recipe of the TF Object Detection API (REFERENCE.md §2) as a ConfigDict."""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+from ondevice_vision.configs import common
+from ondevice_vision.data.detection_sources import default_data_config
+
+
+def detection_config(backbone: str) -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.task = "detection"
+    config.model = ml_collections.ConfigDict(
+        {
+            "backbone": backbone,
+            "depth_multiplier": 1.0,
+            "reduced_tail": "detection",
+            "input_size": (320, 320),
+            "num_classes": 90,
+            "extra_depths": (512, 256, 256, 128),
+            "class_bias_init": -4.6,
+            "init_stddev": 0.03,
+            "head_bn_momentum": 0.97,
+            "backbone_bn_momentum": 0.97,
+            # anchors
+            "min_scale": 0.2,
+            "max_scale": 0.95,
+            "aspect_ratios": (1.0, 2.0, 0.5, 3.0, 0.3333),
+            "interpolated_scale_aspect_ratio": 1.0,
+            "reduce_boxes_in_lowest_layer": True,
+            "box_scale_factors": (10.0, 10.0, 5.0, 5.0),
+            # matcher
+            "matched_threshold": 0.5,
+            "unmatched_threshold": 0.5,
+            "force_match": True,
+            # loss
+            "focal_alpha": 0.75,
+            "focal_gamma": 2.0,
+            "huber_delta": 1.0,
+            "cls_weight": 1.0,
+            "box_weight": 1.0,
+            "encode_background_as_zeros": True,
+            "normalize_box_loss_by_codesize": True,
+            # post-processing
+            "score_threshold": 1e-8,
+            "iou_threshold": 0.6,
+            "max_detections_per_class": 100,
+            "max_detections": 100,
+        }
+    )
+    config.data = default_data_config()
+    # "category_id": class index = dataset category id - 1, so COCO heads have the OD API's 90
+    # classes; "contiguous": the source's own 0..K-1 indices.
+    config.data.class_index = "contiguous"
+    config.data.max_boxes = 100
+    config.data.augment = True
+    config.train = common.train_config()
+    config.eval = common.eval_config()
+    config.eval.annotation_file = config_dict.placeholder(str)
+    config.eval.write_detections = True
+    return config
+
+
+def coco_config(backbone: str, arg: str | None) -> ml_collections.ConfigDict:
+    """COCO 2017 by default; `arg` "coco14" switches to train2014+valminusminival / minival."""
+    config = detection_config(backbone)
+    config.data.source = "tfds"
+    config.data.class_index = "category_id"
+    config.data.tfds_name = "coco/2017"
+    config.data.train_split = "train"
+    config.data.eval_split = "validation"
+    if arg and "coco14" in arg:
+        config.data.tfds_name = "coco/2014"
+        config.data.train_split = "train+valminusminival"
+        config.data.eval_split = "minival"
+    config.train.batch_size = 512
+    config.train.total_steps = 400_000
+    config.train.schedule = "cosine"
+    config.train.base_learning_rate = 0.4
+    config.train.warmup_learning_rate = 0.13333
+    config.train.warmup_steps = 2000
+    config.train.weight_decay = 4e-5
+    config.train.checkpoint_every_steps = 5000
+    config.train.log_every_steps = 100
+    config.eval.batch_size = 32
+    config.eval.every_steps = 25_000
+    return config
+
+
+def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Tiny input and synthetic data, whatever the recipe's data source."""
+    common.shrink_for_smoke(config)
+    config.model.input_size = (128, 128)
+    config.data.source = "shapes"
+    config.data.class_index = "contiguous"
+    config.data.num_train = 8
+    config.data.num_eval = 4
+    config.data.image_size = 128
+    return config

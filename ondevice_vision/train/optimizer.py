@@ -1,0 +1,101 @@
+"""Learning-rate schedules (cosine and poly, each with linear warmup) and the optimizer."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="ondevice_vision")
+class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup from `warmup_learning_rate`, then cosine / poly decay or a constant.
+
+    The cosine form is the OD API's `cosine_decay_with_warmup` (decay over the steps after
+    warmup, to `end_learning_rate`); poly is DeepLab's `(1 - step / total) ** power`.
+    """
+
+    def __init__(
+        self,
+        schedule: str,
+        base_learning_rate: float,
+        total_steps: int,
+        warmup_steps: int = 0,
+        warmup_learning_rate: float = 0.0,
+        poly_power: float = 0.9,
+        end_learning_rate: float = 0.0,
+    ):
+        if schedule not in ("cosine", "poly", "constant"):
+            raise ValueError(f"train.schedule must be cosine, poly or constant, got {schedule!r}")
+        if total_steps <= 0:
+            raise ValueError(f"train.total_steps must be positive, got {total_steps}")
+        if warmup_steps >= total_steps and warmup_steps > 0:
+            raise ValueError(
+                f"train.warmup_steps ({warmup_steps}) must be below train.total_steps ({total_steps})"
+            )
+        self.schedule = schedule
+        self.base_learning_rate = float(base_learning_rate)
+        self.total_steps = int(total_steps)
+        self.warmup_steps = int(warmup_steps)
+        self.warmup_learning_rate = float(warmup_learning_rate)
+        self.poly_power = float(poly_power)
+        self.end_learning_rate = float(end_learning_rate)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        base = self.base_learning_rate
+        end = self.end_learning_rate
+        if self.schedule == "constant":
+            decayed = tf.constant(base, tf.float32)
+        else:
+            span = float(max(1, self.total_steps - self.warmup_steps))
+            progress = tf.clip_by_value((step - self.warmup_steps) / span, 0.0, 1.0)
+            if self.schedule == "cosine":
+                decayed = end + 0.5 * (base - end) * (1.0 + tf.cos(math.pi * progress))
+            else:
+                decayed = end + (base - end) * tf.pow(1.0 - progress, self.poly_power)
+        if self.warmup_steps <= 0:
+            return decayed
+        slope = (base - self.warmup_learning_rate) / self.warmup_steps
+        warmup = self.warmup_learning_rate + slope * step
+        return tf.where(step < self.warmup_steps, warmup, decayed)
+
+    def get_config(self):
+        return {
+            "schedule": self.schedule,
+            "base_learning_rate": self.base_learning_rate,
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+            "warmup_learning_rate": self.warmup_learning_rate,
+            "poly_power": self.poly_power,
+            "end_learning_rate": self.end_learning_rate,
+        }
+
+
+def build_schedule(train_config) -> WarmupSchedule:
+    return WarmupSchedule(
+        schedule=train_config.schedule,
+        base_learning_rate=train_config.base_learning_rate,
+        total_steps=train_config.total_steps,
+        warmup_steps=train_config.warmup_steps,
+        warmup_learning_rate=train_config.warmup_learning_rate,
+        poly_power=train_config.poly_power,
+        end_learning_rate=train_config.end_learning_rate,
+    )
+
+
+def build_optimizer(train_config):
+    schedule = build_schedule(train_config)
+    clip = train_config.clip_gradient_norm or None
+    if train_config.optimizer == "momentum":
+        optimizer = keras.optimizers.SGD(
+            learning_rate=schedule, momentum=train_config.momentum, global_clipnorm=clip
+        )
+    elif train_config.optimizer == "adam":
+        optimizer = keras.optimizers.Adam(learning_rate=schedule, global_clipnorm=clip)
+    else:
+        raise ValueError(
+            f"train.optimizer must be momentum or adam, got {train_config.optimizer!r}"
+        )
+    return optimizer
