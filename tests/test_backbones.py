@@ -111,11 +111,16 @@ def test_ssd_taps(name, tail, c4, c5):
     assert out["ssd_c5"].shape == (1, 10, 10, c5)
 
 
-def test_segmentation_tail_halves_one_layer_earlier():
+def test_segmentation_tail_also_halves_the_first_last_stage_expansion():
     model = build_backbone("mobilenet_v3_large", reduced_tail="segmentation")
-    assert model.get_layer("expanded_conv_11_project").filters == 56
+    assert model.get_layer("expanded_conv_11_project").filters == 112
     assert model.get_layer("expanded_conv_12_expand").filters == 336
+    assert model.get_layer("expanded_conv_12_project").filters == 80
+    assert model.get_layer("expanded_conv_13_expand").filters == 480
     assert model.get_layer("conv_1").filters == 480
+    small = build_backbone("mobilenet_v3_small", reduced_tail="segmentation")
+    assert small.get_layer("expanded_conv_8_expand").filters == 144
+    assert small.get_layer("conv_1").filters == 288
 
 
 def test_bad_options_raise():

@@ -88,10 +88,12 @@ class _GraphBuilder:
         s = layers.Activation("hard_sigmoid", name=prefix + "squeeze_excite_gate")(s)
         return layers.Multiply(name=prefix + "squeeze_excite_mul")([x, s])
 
-    def block(self, x, index: int, block: Block, out: int, taps: dict):
+    def block(self, x, index: int, block: Block, out: int, taps: dict, halve_expansion=False):
         prefix = self.block_prefix(index)
         in_ch = x.shape[-1]
         exp = make_divisible(in_ch * block.expansion)
+        if halve_expansion:
+            exp = make_divisible(exp / 2)
         stride, rate = self.stride_and_rate(block.stride)
         shortcut = x
         if block.kind == "fused":
@@ -149,11 +151,8 @@ def build_backbone_graph(
     reduced_tail = _normalise_reduced_tail(reduced_tail)
     if output_stride not in (8, 16, 32):
         raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
-    halved = {
-        None: (),
-        "detection": spec.detection_tail,
-        "segmentation": spec.segmentation_tail,
-    }[reduced_tail]
+    halved = spec.detection_tail if reduced_tail else ()
+    halved_expansion = spec.segmentation_expansion_block if reduced_tail == "segmentation" else None
     g = _GraphBuilder(spec, bn_momentum, output_stride)
 
     def depth(channels):
@@ -173,7 +172,7 @@ def build_backbone_graph(
             # The last feature before each (nominal) downsampling is that stride's endpoint.
             endpoints[f"stride_{nominal_stride}"] = x
         nominal_stride *= block.stride
-        x = g.block(x, index, block, out, taps)
+        x = g.block(x, index, block, out, taps, halve_expansion=index == halved_expansion)
         if index == spec.ssd_c4_block:
             endpoints["ssd_c4"] = taps["expansion"]
         if index == spec.ssd_c5_block:

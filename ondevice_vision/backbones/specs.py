@@ -43,8 +43,9 @@ class Spec:
     keras_names: bool  # layer names follow keras.applications so its weight files load by name
     # Blocks whose outputs are halved by reduced_tail="detection" (and the head conv with them).
     detection_tail: tuple[int, ...] = ()
-    # One block earlier as well for the segmentation variant (DeepLab's *_seg backbones).
-    segmentation_tail: tuple[int, ...] = ()
+    # reduced_tail="segmentation" (DeepLab's *_seg backbones, the paper's RF2 for LR-ASPP): the
+    # detection halving plus this block's expansion halved (V3-Large 672 -> 336).
+    segmentation_expansion_block: int | None = None
     bn_epsilon: float = 1e-3
 
 
@@ -83,7 +84,7 @@ def _v3_large(minimal: bool) -> Spec:
         lraspp_high_block=None,
         keras_names=True,
         detection_tail=(12, 13, 14),
-        segmentation_tail=(11, 12, 13, 14),
+        segmentation_expansion_block=12,
     )
 
 
@@ -118,7 +119,7 @@ def _v3_small(minimal: bool) -> Spec:
         lraspp_high_block=None,
         keras_names=True,
         detection_tail=(8, 9, 10),
-        segmentation_tail=(7, 8, 9, 10),
+        segmentation_expansion_block=8,
     )
 
 
@@ -162,7 +163,7 @@ def _edgetpu() -> Spec:
         lraspp_high_block=21,
         keras_names=False,
         detection_tail=(17, 18, 19, 20, 21),
-        segmentation_tail=(17, 18, 19, 20, 21),
+        segmentation_expansion_block=17,
     )
 
 

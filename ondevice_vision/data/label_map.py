@@ -40,7 +40,7 @@ class LabelMap:
     def to_json(self) -> str:
         items = [
             {"index": i, "id": d, "name": n}
-            for i, (n, d) in enumerate(zip(self.names, self.dataset_ids))
+            for i, (n, d) in enumerate(zip(self.names, self.dataset_ids, strict=True))
         ]
         return json.dumps({"classes": items}, indent=1)
 

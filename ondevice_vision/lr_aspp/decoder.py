@@ -151,6 +151,12 @@ class ResizeToMatch(layers.Layer):
         x_shape, reference_shape = input_shapes
         return (x_shape[0], reference_shape[1], reference_shape[2], x_shape[3])
 
+    def madds(self, input_shape, output_shape):
+        """Bilinear: each output value is a weighted sum of 4 inputs (see model_stats)."""
+        del input_shape
+        per_value = 4 if self.interpolation == "bilinear" else 0
+        return per_value * math.prod(output_shape[1:])
+
     def get_config(self):
         config = super().get_config()
         config["interpolation"] = self.interpolation
