@@ -1,0 +1,73 @@
+"""The LR-ASPP segmentation recipe (DeepLab style, REFERENCE.md §3) as a ConfigDict."""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+from ondevice_vision.configs import common
+from ondevice_vision.data.segmentation_sources import default_data_config
+
+
+def segmentation_config(backbone: str) -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.task = "segmentation"
+    config.model = ml_collections.ConfigDict(
+        {
+            "backbone": backbone,
+            "depth_multiplier": 1.0,
+            "reduced_tail": "segmentation",  # DeepLab's *_seg = the paper's RF2
+            "output_stride": 16,
+            "head_filters": 128,
+            "attention_pooling": "paper",  # window/stride from data.crop_size; "global" also works
+            "num_classes": 19,
+            "bn_momentum": 0.997,
+            # Size `ondevice-info --config` reports (full Cityscapes frames).
+            "input_size": (1024, 2048),
+        }
+    )
+    config.data = default_data_config()
+    config.data.crop_size = (769, 769)
+    config.data.min_scale = 0.5
+    config.data.max_scale = 2.0
+    config.train = common.train_config()
+    config.train.schedule = "poly"
+    config.train.poly_power = 0.9
+    config.eval = common.eval_config()
+    config.eval.batch_size = 1
+    config.eval.official_cityscapes = False
+    config.eval.prediction_dir = config_dict.placeholder(str)
+    return config
+
+
+def cityscapes_config(backbone: str, arg: str | None) -> ml_collections.ConfigDict:
+    """Fine annotations, from scratch; `arg` "tfds" reads TFDS instead of the folder layout."""
+    config = segmentation_config(backbone)
+    config.data.source = "tfds" if arg and "tfds" in arg else "cityscapes_folder"
+    config.data.train_split = "train"
+    config.data.eval_split = "val"
+    config.train.batch_size = 16
+    config.train.total_steps = 300_000
+    config.train.base_learning_rate = 0.02
+    config.train.weight_decay = 4e-5
+    config.train.checkpoint_every_steps = 5000
+    config.train.shuffle_buffer = 200
+    # The iterator state would hold the shuffle buffer of full-size frames: too large to save.
+    config.train.checkpoint_data_iterator = False
+    config.eval.every_steps = 25_000
+    config.eval.official_cityscapes = config.data.source == "cityscapes_folder"
+    return config
+
+
+def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    common.shrink_for_smoke(config)
+    config.data.source = "synthetic"
+    config.data.num_train = 8
+    config.data.num_eval = 4
+    config.data.image_size = (64, 96)
+    config.data.crop_size = (64, 64)
+    config.model.num_classes = 4
+    config.model.input_size = (64, 96)
+    config.eval.official_cityscapes = False
+    config.train.checkpoint_data_iterator = True
+    return config
