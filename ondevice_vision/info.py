@@ -28,6 +28,95 @@ flags.DEFINE_enum("output_stride", "32", ["8", "16", "32"], "Output stride by di
 flags.DEFINE_bool("include_top", False, "Add the ImageNet classifier.")
 flags.DEFINE_integer("num_classes", 1000, "Classifier width with --include_top.")
 config_flags.DEFINE_config_file("config", None, "A model config (detector or segmenter).")
+flags.DEFINE_bool("table", False, "Print the models table (measured vs published) as Markdown.")
+
+# label, builder, options, reference trainable count (keras.applications; EdgeTPU: slim),
+# paper params, paper MAdds at 224 (REFERENCE.md §1).
+PUBLISHED = (
+    ("MobileNetV3-Large 1.0", "mobilenet_v3_large", {}, 5_483_032, 5.4e6, 219e6),
+    (
+        "MobileNetV3-Large 0.75",
+        "mobilenet_v3_large",
+        {"depth_multiplier": 0.75},
+        3_993_528,
+        4.0e6,
+        155e6,
+    ),
+    (
+        "MobileNetV3-Large-minimalistic",
+        "mobilenet_v3_large_minimalistic",
+        {},
+        3_924_288,
+        3.9e6,
+        209e6,
+    ),
+    ("MobileNetV3-Small 1.0", "mobilenet_v3_small", {}, 2_542_856, 2.5e6, 56e6),
+    (
+        "MobileNetV3-Small 0.75",
+        "mobilenet_v3_small",
+        {"depth_multiplier": 0.75},
+        2_041_872,
+        None,
+        44e6,
+    ),
+    (
+        "MobileNetV3-Small-minimalistic",
+        "mobilenet_v3_small_minimalistic",
+        {},
+        2_044_736,
+        None,
+        None,
+    ),
+    ("MobileNetEdgeTPU 1.0", "mobilenet_edgetpu", {"num_classes": 1001}, 4_092_713, 4.0e6, 990e6),
+    (
+        "MobileNetEdgeTPU 0.75",
+        "mobilenet_edgetpu",
+        {"num_classes": 1001, "depth_multiplier": 0.75},
+        2_989_441,
+        2.9e6,
+        624e6,
+    ),
+)
+
+
+def models_table() -> list[dict]:
+    """Every backbone with its classifier at 224: measured next to the reference figures."""
+    from ondevice_vision import model_stats
+    from ondevice_vision.backbones import build_backbone
+
+    rows = []
+    for label, name, options, reference, paper_params, paper_madds in PUBLISHED:
+        model = build_backbone(name, include_top=True, **options)
+        rows.append(
+            {
+                "model": label,
+                "trainable_params": model_stats.count_params(model)["trainable_params"],
+                "reference_params": reference,
+                "paper_params": paper_params,
+                "madds": model_stats.count_madds(model, 224),
+                "paper_madds": paper_madds,
+            }
+        )
+    return rows
+
+
+def _millions(value) -> str:
+    return f"{value / 1e6:.1f}M" if value else "-"
+
+
+def format_table(rows) -> str:
+    lines = [
+        "| model (224, with classifier) | params (ours) | params (keras.applications / slim) "
+        "| params (paper) | MAdds (ours) | MAdds (paper) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['trainable_params']:,} | {r['reference_params']:,} | "
+            f"{_millions(r['paper_params'])} | {r['madds'] / 1e6:.1f}M | "
+            f"{_millions(r['paper_madds'])} |"
+        )
+    return "\n".join(lines)
 
 
 def parse_input_size(text) -> tuple[int, int]:
@@ -56,6 +145,9 @@ def describe(model, input_size) -> dict:
 def main(argv):
     del argv
     config = FLAGS.config
+    if FLAGS.table:
+        print(format_table(models_table()))
+        return
     if config is None and FLAGS.model is None:
         names = ", ".join(BACKBONES)
         raise app.UsageError(f"Give --model=NAME (one of {names}) or --config=FILE")
