@@ -1,0 +1,115 @@
+"""SSDLite end to end in-process: published counts, the input pipeline's targets, overfitting."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ondevice_vision.configs import (
+    ssdlite_mobilenet_edgetpu_320_coco,
+    ssdlite_mobilenet_v3_large_320_coco,
+    ssdlite_mobilenet_v3_small_320_coco,
+    ssdlite_mobilenet_v3_small_shapes,
+)
+from ondevice_vision.data.label_map import LabelMap
+from ondevice_vision.heads.target_assigner import pairwise_iou
+from ondevice_vision.model_stats import count_madds, count_params
+from ondevice_vision.train import detection_task, loop
+from ondevice_vision.train.strategy import create_strategy
+
+
+@pytest.mark.parametrize(
+    ("module", "params", "madds"),
+    [
+        (ssdlite_mobilenet_v3_large_320_coco, 3.22e6, 0.51e9),
+        (ssdlite_mobilenet_v3_small_320_coco, 1.77e6, 0.16e9),
+    ],
+)
+def test_coco_detectors_reproduce_paper_table_6(module, params, madds):
+    config = module.get_config()
+    model = detection_task.build_model(config)
+    assert count_params(model)["trainable_params"] == pytest.approx(params, rel=0.02)
+    assert count_madds(model, (320, 320)) == pytest.approx(madds, rel=0.05)
+    outputs = model(np.zeros((1, 320, 320, 3), np.uint8))
+    assert outputs["box_outputs"].shape == (1, 2034, 4)
+    assert outputs["class_outputs"].shape == (1, 2034, 91)
+
+
+def test_edgetpu_detector_and_other_input_sizes():
+    config = ssdlite_mobilenet_edgetpu_320_coco.get_config()
+    config.model.num_classes = 7
+    model = detection_task.build_model(config)
+    for size in ((320, 320), (256, 384)):
+        outputs = model(np.zeros((1, *size, 3), np.float32))
+        anchors = detection_task.anchors(config, size)
+        assert outputs["box_outputs"].shape == (1, len(anchors), 4)
+        assert outputs["class_outputs"].shape == (1, len(anchors), 8)
+
+
+def test_coco_category_id_label_space_has_the_od_api_90_slots():
+    config = ssdlite_mobilenet_v3_large_320_coco.get_config()
+    source = LabelMap(names=("person", "bicycle", "toothbrush"), dataset_ids=(1, 2, 90))
+    model_map = detection_task.model_label_map(config, source)
+    assert model_map.num_classes == 90
+    assert model_map.dataset_ids[89] == 90 and model_map.names[89] == "toothbrush"
+    assert model_map.names[2] == "unused_3"
+    config.model.num_classes = 80
+    with pytest.raises(ValueError, match="num_classes >= 90"):
+        detection_task.model_label_map(config, source)
+
+
+def test_input_pipeline_targets_match_ground_truth():
+    config = ssdlite_mobilenet_v3_small_shapes.get_config("smoke")
+    config.data.augment = False
+    ds, label_map = detection_task.build_dataset(config, "eval", batch_size=2)
+    images, labels = next(iter(ds))
+    assert images.shape == (2, 128, 128, 3) and images.dtype == tf.float32
+    assert label_map.names[:2] == ("circle", "square")
+    anchors = detection_task.anchors(config)
+    for i in range(2):
+        n = int(tf.reduce_sum(tf.cast(labels["gt_classes"][i] >= 0, tf.int32)))
+        assert n >= 1
+        positives = labels["cls_targets"][i].numpy() > 0
+        # Every object is force-matched to at least one anchor, with its class.
+        assert positives.sum() >= n
+        assert set(labels["cls_targets"][i].numpy()[positives] - 1) <= set(
+            labels["gt_classes"][i].numpy()[:n]
+        )
+        assert labels["num_positives"][i] == positives.sum()
+        best = pairwise_iou(labels["gt_boxes"][i][:n], tf.constant(anchors)).numpy().argmax(1)
+        assert positives[best].all()
+
+
+def test_overfits_two_images_and_recovers_their_boxes(tmp_path):
+    config = ssdlite_mobilenet_v3_small_shapes.get_config()
+    config.model.input_size = (128, 128)
+    config.data.image_size = 128
+    config.data.num_train = 2
+    config.data.num_eval = 2
+    config.data.augment = False
+    config.train.batch_size = 2
+    config.train.total_steps = 120
+    config.train.warmup_steps = 10
+    config.train.base_learning_rate = 5e-3
+    config.train.schedule = "constant"
+    config.train.weight_decay = 0.0
+    config.train.log_every_steps = 60
+    config.train.checkpoint_every_steps = 120
+    config.train.shuffle_buffer = 2
+    config.eval.num_visualizations = 0
+    trainer = loop.Trainer(config, str(tmp_path), create_strategy("one_device"))
+    result = trainer.train()
+    assert result["step"] == 120
+    ds, _ = detection_task.build_dataset(config, "train", batch_size=2, repeat=False)
+    images, labels = next(iter(ds))
+    predictions = detection_task.predict(config, trainer.model, images)
+    for i in range(2):
+        n = int(np.sum(labels["gt_classes"][i].numpy() >= 0))
+        keep = predictions["detection_scores"][i].numpy() > 0.3
+        boxes = predictions["detection_boxes"][i].numpy()[keep]
+        classes = predictions["detection_classes"][i].numpy()[keep]
+        for box, cls in zip(
+            labels["gt_boxes"][i].numpy()[:n], labels["gt_classes"][i].numpy()[:n], strict=True
+        ):
+            ious = pairwise_iou(box[None], boxes).numpy()[0] if len(boxes) else np.zeros(0)
+            hits = (ious > 0.5) & (classes == cls)
+            assert hits.any(), f"image {i}: no detection of class {cls} at IoU > 0.5 for {box}"
