@@ -1,5 +1,7 @@
 """LR-ASPP end to end in-process: overfitting, the loss, and mIoU against the official evaluator."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -108,3 +110,31 @@ def test_miou_equals_the_official_cityscapes_evaluation(tmp_path):
     assert metrics["mIoU"] == pytest.approx(official["classIoU"], abs=1e-4)
     assert 0.0 < metrics["mIoU"] < 1.0
     assert (tmp_path / "work" / "eval" / "predictions_0.png").exists()
+
+
+def test_cityscapes_submission_files(tmp_path):
+    _write_cityscapes_tree(tmp_path / "cityscapes", np.random.default_rng(2))
+    config = lraspp_mobilenet_v3_large_cityscapes.get_config()
+    config.model.backbone = "mobilenet_v3_small"
+    config.data.root = str(tmp_path / "cityscapes")
+    config.data.crop_size = (32, 64)
+    config.eval.batch_size = 2
+    model = segmentation_task.build_model(config)
+    paths = segmentation_task.write_cityscapes_submission(
+        config,
+        model,
+        str(tmp_path / "submit"),
+        zip_path=str(tmp_path / "submit.zip"),
+        expected_shape=(32, 64),
+    )
+    assert sorted(os.path.basename(p) for p in paths) == [
+        "aachen_000000_000019_pred.png",
+        "aachen_000001_000019_pred.png",
+        "bremen_000002_000019_pred.png",
+    ]
+    label_ids = {lab.id for lab in cs_labels if 0 <= lab.trainId < 19}
+    for path in paths:
+        pixels = np.asarray(Image.open(path))
+        assert pixels.shape == (32, 64)
+        assert set(np.unique(pixels)) <= label_ids
+    assert (tmp_path / "submit.zip").exists()

@@ -218,3 +218,24 @@ def visualize(config, images, predictions, labels, label_map: LabelMap) -> np.nd
         pictures.append(drawing.blend_mask(image, pred, colours, ignore_label=IGNORE_LABEL))
         pictures.append(drawing.colorize_mask(truth, colours, ignore_label=IGNORE_LABEL))
     return drawing.image_grid(pictures, cols=2)
+
+
+def write_cityscapes_submission(
+    config, model, out_dir: str, zip_path: str | None = None, expected_shape=(1024, 2048)
+) -> list[str]:
+    """Predicts every image of the eval split (e.g. `--config.data.eval_split=test`) and writes
+    the labelId PNGs of the Cityscapes test server (and optionally their zip archive)."""
+    from ondevice_vision.eval import cityscapes_official
+
+    dataset, _ = build_dataset(config, "eval", config.eval.batch_size)
+    predict_fn = tf.function(lambda images: predict(config, model, images)["semantic_map"])
+
+    def predictions():
+        for images, labels in dataset:
+            maps = predict_fn(images).numpy()
+            for i in range(len(maps)):
+                h, w = (int(v) for v in labels["image_size"][i])
+                stem = labels["image_id"][i].numpy().decode()
+                yield stem, maps[i][:h, :w]
+
+    return cityscapes_official.write_submission(predictions(), out_dir, expected_shape, zip_path)
