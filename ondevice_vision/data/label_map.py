@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,10 +51,10 @@ class LabelMap:
         )
 
     def save(self, path: str) -> None:
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
+        from ondevice_vision.atomic_files import atomic_write
+
+        with atomic_write(path) as f:
             f.write(self.to_json())
-        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str) -> LabelMap:

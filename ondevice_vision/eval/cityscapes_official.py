@@ -14,16 +14,15 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 import math
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 from absl import logging
 from cityscapesscripts.helpers.labels import labels as _CITYSCAPES_LABELS
-from PIL import Image
+
+from ondevice_vision import atomic_files
 
 # The 19 evaluated classes, in train-id order (trainIds 0..18).
 _EVAL_LABELS = sorted(
@@ -70,7 +69,7 @@ def write_prediction_png(train_id_map: np.ndarray, image_stem: str, out_dir: str
     """Writes `<out_dir>/<city>_<seq>_<frame>_pred.png` (labelIds, mode L); returns the path."""
     label_ids = train_ids_to_label_ids(train_id_map)
     path = os.path.join(out_dir, f"{core_name(image_stem)}_pred.png")
-    _save_png_atomically(label_ids, path)
+    atomic_files.write_png(label_ids, path)
     return path
 
 
@@ -92,14 +91,10 @@ def write_submission(
             )
         paths.append(write_prediction_png(train_id_map, image_stem, out_dir))
     if zip_path is not None:
-        directory = os.path.dirname(os.path.abspath(zip_path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp_path = tempfile.mkstemp(dir=directory, suffix=".tmp")
-        os.close(fd)
-        with zipfile.ZipFile(tmp_path, "w", zipfile.ZIP_DEFLATED) as archive:
-            for path in paths:
-                archive.write(path, arcname=os.path.basename(path))
-        os.replace(tmp_path, zip_path)
+        with atomic_files.atomic_write(zip_path, "wb") as f:
+            with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as archive:
+                for path in paths:
+                    archive.write(path, arcname=os.path.basename(path))
     return paths
 
 
@@ -154,7 +149,7 @@ def run_official_evaluation(pred_dir: str, gt_label_files, out_json: str | None 
 
     result = _summarise(official, instance_level, len(gt_label_files))
     if out_json:
-        _write_json_atomically(_nan_to_none({**result, "official": official}), out_json)
+        atomic_files.write_json(_nan_to_none({**result, "official": official}), out_json)
     return result
 
 
@@ -276,36 +271,3 @@ def _nan_to_none(value):
     if isinstance(value, np.generic):
         return _nan_to_none(value.item())
     return value
-
-
-def _write_json_atomically(data, path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(
-        dir=directory, prefix="." + os.path.basename(path), suffix=".tmp"
-    )
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, allow_nan=False)
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
-
-
-def _save_png_atomically(image: np.ndarray, path: str) -> None:
-    """uint8 [H, W] -> 8-bit grey PNG, renamed into place so readers never see a partial file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(
-        dir=directory, prefix="." + os.path.basename(path), suffix=".tmp"
-    )
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(image).save(f, format="PNG")
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise

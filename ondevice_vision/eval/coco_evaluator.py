@@ -14,14 +14,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 import os
-import tempfile
 
 import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from ondevice_vision import atomic_files
 from ondevice_vision.data.label_map import LabelMap
 
 # The order of COCOeval.stats after summarize().
@@ -199,7 +198,7 @@ class CocoEvaluator:
 
     def write_detections(self, path: str) -> str:
         """COCO result JSON (a list of {image_id, category_id, bbox, score})."""
-        _write_json_atomically(self._detections, path)
+        atomic_files.write_json(self._detections, path)
         return path
 
     def write_ground_truth(self, path: str) -> str:
@@ -208,7 +207,7 @@ class CocoEvaluator:
             raise ValueError(
                 f"ground truth comes from {self.annotation_file}; there is none to write"
             )
-        _write_json_atomically(self._ground_truth_dataset(), path)
+        atomic_files.write_json(self._ground_truth_dataset(), path)
         return path
 
     def _check_image(self, image_id, height, width, already_added: set, what: str) -> int:
@@ -287,19 +286,3 @@ def _to_pixel_xywh(boxes_norm_yxyx: np.ndarray, height: int, width: int) -> list
         [xmin * width, ymin * height, (xmax - xmin) * width, (ymax - ymin) * height], axis=1
     )
     return xywh.tolist()
-
-
-def _write_json_atomically(data, path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(
-        dir=directory, prefix="." + os.path.basename(path), suffix=".tmp"
-    )
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise

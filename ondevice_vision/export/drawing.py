@@ -6,11 +6,10 @@ Images are uint8 [H, W, 3]; functions return new arrays and never modify their i
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from ondevice_vision import atomic_files
 
 
 def default_palette(num_classes: int) -> np.ndarray:
@@ -168,20 +167,8 @@ def save_png(image: np.ndarray, path: str) -> str:
         image = image[..., 0]
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
         raise ValueError(f"save_png {path}: expected [H, W] or [H, W, 3], got {image.shape}")
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    # A reader never sees a half-written file: write beside the target, then rename over it.
-    fd, tmp_path = tempfile.mkstemp(
-        dir=directory, prefix="." + os.path.basename(path), suffix=".tmp"
-    )
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(image).save(f, format="PNG")
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    # A reader never sees a half-written file.
+    atomic_files.write_png(image, path)
     return path
 
 
