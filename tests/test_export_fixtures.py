@@ -1,0 +1,112 @@
+"""Models and images shared by the export tests, and a check that they are fit for the purpose.
+
+A freshly built detector or segmenter barely depends on its input (its small initial weights
+shrink the signal: every image gets nearly the same scores), so comparing two runtimes on it
+proves little. `lively_model` re-draws every conv kernel He-normal and measures the BatchNorm
+statistics on training images (forward passes in training mode, no weight updates): the outputs
+then vary strongly from image to image and scores spread over (0, 1), without training.
+"""
+
+from __future__ import annotations
+
+import io
+
+import keras
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from ondevice_vision.configs import (
+    lraspp_mobilenet_v3_small_shapes,
+    ssdlite_mobilenet_v3_small_shapes,
+)
+from ondevice_vision.train import tasks
+
+
+def detection_config():
+    """SSDLite V3-Small at 128x128, 4 synthetic shape classes."""
+    return ssdlite_mobilenet_v3_small_shapes.get_config("smoke")
+
+
+def segmentation_config():
+    """LR-ASPP V3-Small on 64x96 synthetic images, 4 classes."""
+    return lraspp_mobilenet_v3_small_shapes.get_config("smoke")
+
+
+def _all_layers(layer):
+    for child in getattr(layer, "layers", []):
+        yield child
+        yield from _all_layers(child)
+
+
+def lively_model(config, seed: int = 0, batch_size: int = 16):
+    task = tasks.get_task(config)
+    model = task.build_model(config)
+    rng = np.random.default_rng(seed)
+    for layer in _all_layers(model):
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
+            kernel = layer.kernel
+            fan_in = int(np.prod(kernel.shape[:2]))
+            if not isinstance(layer, keras.layers.DepthwiseConv2D):
+                fan_in *= int(kernel.shape[2])
+            kernel.assign(rng.normal(0.0, np.sqrt(2.0 / fan_in), kernel.shape).astype("float32"))
+    # Momentum 0: one training-mode pass sets every moving statistic to its batch statistic.
+    norms = [
+        layer for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    momenta = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.momentum = 0.0
+    dataset, _ = task.build_dataset(config, "train", batch_size)
+    model(next(iter(dataset))[0], training=True)
+    for layer, momentum in zip(norms, momenta, strict=True):
+        layer.momentum = momentum
+    return model
+
+
+def eval_images(config, count: int = 4) -> np.ndarray:
+    """uint8 [count, H, W, 3] from the eval pipeline (detection: resized to the input size)."""
+    dataset, _ = tasks.get_task(config).build_dataset(config, "eval", count)
+    images = next(iter(dataset))[0].numpy()
+    return np.clip(np.rint(images), 0, 255).astype(np.uint8)
+
+
+def label_map(config):
+    return tasks.get_task(config).build_dataset(config, "eval", 1)[1]
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def tf_example(encoded: bytes) -> bytes:
+    feature = {"image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded]))}
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def test_lively_detector_depends_on_its_input():
+    config = detection_config()
+    images = eval_images(config)
+    plain = tasks.get_task(config).build_model(config)(images.astype("float32"))
+    lively = lively_model(config)(images.astype("float32"))
+    for outputs, expect_lively in ((plain, False), (lively, True)):
+        logits = outputs["class_outputs"].numpy()
+        across_images = logits.std(axis=0).mean()
+        assert (across_images > 0.5) == expect_lively, across_images
+    scores = tf.sigmoid(lively["class_outputs"][..., 1:]).numpy()
+    # Many confident and many unconfident anchors, different per image.
+    assert 0.001 < (scores > 0.5).mean() < 0.5
+    assert not np.array_equal(scores[0] > 0.5, scores[1] > 0.5)
+
+
+def test_lively_segmenter_predicts_several_classes():
+    config = segmentation_config()
+    images = eval_images(config)
+    logits = lively_model(config)(images.astype("float32")).numpy()
+    assert logits.std(axis=0).mean() > 0.5
+    assert len(np.unique(logits.argmax(-1))) >= 2

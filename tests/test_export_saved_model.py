@@ -1,0 +1,237 @@
+"""SavedModel export: reloaded in a fresh process with plain TensorFlow, every signature must agree
+with the in-memory model; the export directory is written atomically and carries its labels."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_export_fixtures import (
+    detection_config,
+    eval_images,
+    label_map,
+    lively_model,
+    png_bytes,
+    segmentation_config,
+    tf_example,
+)
+
+from ondevice_vision.data.label_map import LabelMap
+from ondevice_vision.export.atomic_dir import atomic_directory
+from ondevice_vision.export.export_info import read_export_files
+from ondevice_vision.export.saved_model import export_saved_model
+from ondevice_vision.train import detection_task
+
+TOL = 1e-4
+
+# Runs in a fresh interpreter: TensorFlow and NumPy only, never our package.
+RELOAD_SCRIPT = r"""
+import base64, json, sys
+import numpy as np
+import tensorflow as tf
+
+requests = json.load(open(sys.argv[1]))
+results = {}
+for export_dir, inputs in requests.items():
+    loaded = tf.saved_model.load(export_dir)
+    feeds = {
+        "serving_default": {"images": tf.constant(np.load(inputs["images"]))},
+        "image_bytes": {"encoded_images": tf.constant(
+            [base64.b64decode(s) for s in inputs["encoded"]])},
+        "tf_example": {"serialized_examples": tf.constant(
+            [base64.b64decode(s) for s in inputs["examples"]])},
+    }
+    for name, feed in feeds.items():
+        for key, value in loaded.signatures[name](**feed).items():
+            results[f"{export_dir}|{name}|{key}"] = value.numpy()
+assert not any(m.startswith("ondevice_vision") for m in sys.modules), "package imported"
+np.savez(sys.argv[2], **results)
+"""
+
+
+def _b64(values):
+    return [base64.b64encode(v).decode() for v in values]
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """Detection and segmentation exports, their inputs, and the outputs of a fresh process."""
+    root = tmp_path_factory.mktemp("saved_models")
+    cases = {}
+    for config in (detection_config(), segmentation_config()):
+        model = lively_model(config)
+        labels = label_map(config)
+        export_dir = str(root / config.task)
+        export_saved_model(config, model, labels, export_dir, with_probabilities=True)
+        images = eval_images(config, 2)
+        # Encoded inputs of two different sizes: the second one cropped.
+        pictures = [images[0], images[1][: images.shape[1] - 8, : images.shape[2] - 16]]
+        encoded = [png_bytes(p) for p in pictures]
+        np.save(root / f"{config.task}_images.npy", images)
+        cases[config.task] = {
+            "config": config,
+            "model": model,
+            "labels": labels,
+            "dir": export_dir,
+            "images": images,
+            "pictures": pictures,
+            "request": {
+                "images": str(root / f"{config.task}_images.npy"),
+                "encoded": _b64(encoded),
+                "examples": _b64([tf_example(e) for e in encoded]),
+            },
+        }
+    request_file = root / "requests.json"
+    request_file.write_text(json.dumps({c["dir"]: c["request"] for c in cases.values()}))
+    out_file = root / "outputs.npz"
+    subprocess.run(
+        [sys.executable, "-c", RELOAD_SCRIPT, str(request_file), str(out_file)],
+        check=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
+    with np.load(out_file) as data:
+        outputs = {k: data[k] for k in data.files}
+    for case in cases.values():
+        case["reloaded"] = {
+            tuple(k.split("|")[1:]): v
+            for k, v in outputs.items()
+            if k.startswith(case["dir"] + "|")
+        }
+    return cases
+
+
+def _reloaded(case, signature):
+    return {key: v for (name, key), v in case["reloaded"].items() if name == signature}
+
+
+def _in_memory_detections(case, image):
+    """What the in-memory model predicts for one uint8 image of any size, with dataset ids."""
+    config = case["config"]
+    resized = tf.image.resize(tf.constant(image[None], tf.float32), config.model.input_size)
+    det = detection_task.predict(config, case["model"], tf.clip_by_value(resized, 0.0, 255.0))
+    det = {k: v.numpy()[0] for k, v in det.items()}
+    n = det["num_detections"]
+    ids = np.asarray(case["labels"].dataset_ids)[det["detection_classes"]]
+    det["detection_classes"] = np.where(np.arange(len(ids)) < n, ids, 0)
+    return det
+
+
+def _assert_same_detections(got, want):
+    assert int(got["num_detections"]) == int(want["num_detections"])
+    n = int(want["num_detections"])
+    assert n > 0
+    np.testing.assert_allclose(got["detection_scores"], want["detection_scores"], atol=TOL)
+    np.testing.assert_allclose(got["detection_boxes"], want["detection_boxes"], atol=TOL)
+    np.testing.assert_array_equal(got["detection_classes"][:n], want["detection_classes"][:n])
+    assert set(got) == {
+        "detection_boxes",
+        "detection_classes",
+        "detection_scores",
+        "num_detections",
+    }
+
+
+def test_detection_signatures_match_the_in_memory_model(exports):
+    case = exports["detection"]
+    ids = set(case["labels"].dataset_ids)
+    served = _reloaded(case, "serving_default")
+    for i, image in enumerate(case["images"]):
+        want = _in_memory_detections(case, image)
+        _assert_same_detections({k: v[i] for k, v in served.items()}, want)
+        assert set(want["detection_classes"][: want["num_detections"]]) <= ids
+    for signature in ("image_bytes", "tf_example"):
+        got = _reloaded(case, signature)
+        for i, picture in enumerate(case["pictures"]):
+            _assert_same_detections(
+                {k: v[i] for k, v in got.items()}, _in_memory_detections(case, picture)
+            )
+
+
+def test_segmentation_signatures_match_the_in_memory_model(exports):
+    case = exports["segmentation"]
+    logits = case["model"](case["images"].astype("float32")).numpy()
+    probabilities = tf.nn.softmax(logits).numpy()
+    served = _reloaded(case, "serving_default")
+    np.testing.assert_allclose(served["probabilities"], probabilities, atol=TOL)
+    np.testing.assert_array_equal(served["semantic_map"], logits.argmax(-1))
+    assert served["semantic_map"].shape == case["images"].shape[:3]
+    for signature in ("image_bytes", "tf_example"):
+        got = _reloaded(case, signature)
+        np.testing.assert_array_equal(got["image_size"], [p.shape[:2] for p in case["pictures"]])
+        for i, picture in enumerate(case["pictures"]):
+            h, w = picture.shape[:2]
+            want = case["model"](picture[None].astype("float32")).numpy()[0]
+            np.testing.assert_allclose(
+                got["probabilities"][i, :h, :w], tf.nn.softmax(want).numpy(), atol=TOL
+            )
+            np.testing.assert_array_equal(got["semantic_map"][i, :h, :w], want.argmax(-1))
+            # Padding past the image: class -1, probability 0.
+            assert (got["semantic_map"][i, h:] == -1).all()
+            assert (got["semantic_map"][i, :, w:] == -1).all()
+            assert (got["probabilities"][i, h:] == 0).all()
+
+
+def test_export_directory_carries_labels_and_info(exports):
+    for task, case in exports.items():
+        info, labels = read_export_files(case["dir"])
+        assert info.task == task and info.format == "saved_model"
+        assert labels == case["labels"]
+        assert set(info.signatures) == {"serving_default", "image_bytes", "tf_example"}
+        assert not [n for n in os.listdir(os.path.dirname(case["dir"])) if n.startswith(".")]
+    assert exports["detection"]["labels"].names == ("circle", "square", "triangle", "star")
+    assert read_export_files(exports["detection"]["dir"])[0].input_size == (128, 128)
+    # A segmentation SavedModel runs at each image's own size.
+    assert read_export_files(exports["segmentation"]["dir"])[0].input_size is None
+
+
+def test_existing_export_is_not_overwritten_by_default(exports):
+    case = exports["detection"]
+    before = sorted(os.listdir(case["dir"]))
+    with pytest.raises(FileExistsError, match=case["dir"]):
+        export_saved_model(case["config"], case["model"], case["labels"], case["dir"])
+    assert sorted(os.listdir(case["dir"])) == before
+
+
+def test_label_map_must_match_the_model(exports, tmp_path):
+    case = exports["detection"]
+    wrong = LabelMap.contiguous(["a", "b"])
+    with pytest.raises(ValueError, match="2 classes"):
+        export_saved_model(case["config"], case["model"], wrong, str(tmp_path / "out"))
+    assert os.listdir(tmp_path) == []
+
+
+def test_atomic_directory_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "export"
+    with pytest.raises(RuntimeError, match="crash"):
+        with atomic_directory(str(target)) as tmp:
+            (tmp_path / "export_probe").write_text("x")
+            with open(os.path.join(tmp, "saved_model.pb"), "w") as f:
+                f.write("half")
+            raise RuntimeError("crash while writing")
+    assert sorted(os.listdir(tmp_path)) == ["export_probe"]
+
+
+def test_atomic_directory_replaces_only_when_asked(tmp_path):
+    target = tmp_path / "export"
+    with atomic_directory(str(target)) as tmp:
+        with open(os.path.join(tmp, "old.txt"), "w") as f:
+            f.write("old")
+    with pytest.raises(FileExistsError):
+        with atomic_directory(str(target)):
+            raise AssertionError("must not be reached")
+    with pytest.raises(RuntimeError):
+        with atomic_directory(str(target), overwrite=True) as tmp:
+            raise RuntimeError("crash")
+    assert os.listdir(target) == ["old.txt"]
+    with atomic_directory(str(target), overwrite=True) as tmp:
+        with open(os.path.join(tmp, "new.txt"), "w") as f:
+            f.write("new")
+    assert os.listdir(target) == ["new.txt"]
+    assert sorted(os.listdir(tmp_path)) == ["export"]
