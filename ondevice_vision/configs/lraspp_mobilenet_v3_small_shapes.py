@@ -22,11 +22,11 @@ def get_config(arg=None):
     config.data.min_scale = 0.75
     config.data.max_scale = 1.25
     config.train.batch_size = 16
-    config.train.total_steps = 800
+    config.train.total_steps = 300
     config.train.optimizer = "adam"
     config.train.base_learning_rate = 3e-3
     config.train.warmup_steps = 50
-    config.train.checkpoint_every_steps = 200
+    config.train.checkpoint_every_steps = 100
     config.train.log_every_steps = 50
     config.eval.batch_size = 16
     if arg and "smoke" in arg:
