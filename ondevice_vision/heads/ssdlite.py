@@ -21,7 +21,7 @@ class _HeadBuilder:
     def __init__(self, bn_momentum, bn_epsilon, init_stddev):
         self.bn_momentum = bn_momentum
         self.bn_epsilon = bn_epsilon
-        self.init = lambda: keras.initializers.TruncatedNormal(stddev=init_stddev)
+        self.init = lambda: keras.initializers.RandomNormal(stddev=init_stddev)
 
     def bn_relu6(self, x, name):
         x = layers.BatchNormalization(
