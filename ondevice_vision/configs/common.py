@@ -34,6 +34,10 @@ def train_config() -> ml_collections.ConfigDict:
             "steps_per_loop": 0,  # 0: log_every_steps
             "summary_images": 4,
             "nan_policy": "stop",  # stop | skip
+            # Batch-norm statistics over the global batch (all replicas), not each replica's.
+            "sync_batch_norm": False,
+            # Testing aid: make the loss NaN at this global step (0: never).
+            "debug_nan_at_step": 0,
             "shuffle_buffer": 1000,
             "checkpoint_data_iterator": True,
             "seed": 0,
