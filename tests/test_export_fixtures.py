@@ -3,8 +3,9 @@
 A freshly built detector or segmenter barely depends on its input (its small initial weights
 shrink the signal: every image gets nearly the same scores), so comparing two runtimes on it
 proves little. `lively_model` re-draws every conv kernel He-normal and measures the BatchNorm
-statistics on training images (forward passes in training mode, no weight updates): the outputs
-then vary strongly from image to image and scores spread over (0, 1), without training.
+statistics on a batch of eval images (a forward pass in training mode, no weight updates): the outputs
+then vary strongly from image to image and scores spread over (0, 1), without training. The
+detector's class bias is raised so that a few percent of the anchors score above 0.5.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def _all_layers(layer):
         yield from _all_layers(child)
 
 
-def lively_model(config, seed: int = 0, batch_size: int = 16):
+def lively_model(config, seed: int = 0):
     task = tasks.get_task(config)
     model = task.build_model(config)
     rng = np.random.default_rng(seed)
@@ -50,6 +51,10 @@ def lively_model(config, seed: int = 0, batch_size: int = 16):
             if not isinstance(layer, keras.layers.DepthwiseConv2D):
                 fan_in *= int(kernel.shape[2])
             kernel.assign(rng.normal(0.0, np.sqrt(2.0 / fan_in), kernel.shape).astype("float32"))
+    for layer in _all_layers(model):
+        if layer.name.startswith("class_predictor") and layer.name.endswith("_conv"):
+            # Class prior 0.05 instead of 0.01: a few percent of the anchors score above 0.5.
+            layer.bias.assign(np.full(layer.bias.shape, -3.0, "float32"))
     # Momentum 0: one training-mode pass sets every moving statistic to its batch statistic.
     norms = [
         layer for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)
@@ -57,7 +62,8 @@ def lively_model(config, seed: int = 0, batch_size: int = 16):
     momenta = [layer.momentum for layer in norms]
     for layer in norms:
         layer.momentum = 0.0
-    dataset, _ = task.build_dataset(config, "train", batch_size)
+    # Eval images (no random augmentation), so the model is the same in every run.
+    dataset, _ = task.build_dataset(config, "eval", config.eval.max_images or 8)
     model(next(iter(dataset))[0], training=True)
     for layer, momentum in zip(norms, momenta, strict=True):
         layer.momentum = momentum
@@ -101,7 +107,7 @@ def test_lively_detector_depends_on_its_input():
     scores = tf.sigmoid(lively["class_outputs"][..., 1:]).numpy()
     # Many confident and many unconfident anchors, different per image.
     assert 0.001 < (scores > 0.5).mean() < 0.5
-    assert not np.array_equal(scores[0] > 0.5, scores[1] > 0.5)
+    assert np.abs(scores[0] - scores[1]).max() > 0.3
 
 
 def test_lively_segmenter_predicts_several_classes():
