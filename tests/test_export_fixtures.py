@@ -21,7 +21,8 @@ from ondevice_vision.configs import (
     lraspp_mobilenet_v3_small_shapes,
     ssdlite_mobilenet_v3_small_shapes,
 )
-from ondevice_vision.train import tasks
+from ondevice_vision.train import loop, tasks
+from ondevice_vision.train.strategy import create_strategy
 
 
 def detection_config():
@@ -32,6 +33,63 @@ def detection_config():
 def segmentation_config():
     """LR-ASPP V3-Small on 64x96 synthetic images, 4 classes."""
     return lraspp_mobilenet_v3_small_shapes.get_config("smoke")
+
+
+def overfit_detection_config():
+    """Two 128x128 shape images, no augmentation: 120 steps fit them (tests/test_detection_task)."""
+    config = ssdlite_mobilenet_v3_small_shapes.get_config()
+    config.model.input_size = (128, 128)
+    config.data.image_size = 128
+    config.data.num_train = 2
+    config.data.augment = False
+    config.train.total_steps = 120
+    config.train.warmup_steps = 10
+    _overfit_schedule(config)
+    return config
+
+
+def overfit_segmentation_config():
+    """Two 64x64 synthetic images, no scale jitter: 80 steps fit them."""
+    config = lraspp_mobilenet_v3_small_shapes.get_config()
+    config.model.input_size = (64, 64)
+    config.data.image_size = (64, 64)
+    config.data.crop_size = (64, 64)
+    config.data.num_train = 2
+    config.data.min_scale = config.data.max_scale = 1.0
+    config.train.total_steps = 80
+    config.train.warmup_steps = 5
+    _overfit_schedule(config)
+    return config
+
+
+def _overfit_schedule(config):
+    config.data.num_eval = 2
+    config.train.batch_size = 2
+    config.train.base_learning_rate = 5e-3
+    config.train.schedule = "constant"
+    config.train.weight_decay = 0.0
+    config.train.log_every_steps = config.train.total_steps // 2
+    config.train.checkpoint_every_steps = config.train.total_steps
+    config.train.shuffle_buffer = 2
+    config.eval.num_visualizations = 0
+
+
+def overfit_model(config, workdir: str):
+    """A model trained to fit the config's training images (a real trained network, in seconds)."""
+    loop.check_workdir(workdir)
+    trainer = loop.Trainer(config, workdir, create_strategy("one_device"))
+    trainer.train()
+    return trainer.model
+
+
+def training_examples(config):
+    """The (unaugmented) training images as uint8 and their labels, one batch."""
+    dataset, _ = tasks.get_task(config).build_dataset(
+        config, "train", config.data.num_train, repeat=False
+    )
+    images, labels = next(iter(dataset))
+    pixels = np.clip(np.rint(images.numpy()), 0, 255).astype(np.uint8)
+    return pixels, {k: v.numpy() for k, v in labels.items()}
 
 
 def _all_layers(layer):
