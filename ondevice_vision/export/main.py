@@ -1,0 +1,185 @@
+"""`ondevice-export`: a trained checkpoint -> SavedModel or TFLite (float, fp16, int8).
+
+    ondevice-export --config=ondevice_vision/configs/ssdlite_mobilenet_v3_small_shapes.py \
+        --workdir=workdir/shapes_det --export_dir=exports/shapes_det
+    ondevice-export ... --format=tflite --quantization=int8 --export_dir=exports/shapes_det_int8
+
+The checkpoint is the latest in WORKDIR/checkpoints unless --checkpoint is given. The export
+directory gets the model, labels.json and export.json (see export_info.py), written atomically.
+The label map comes from the config's eval data unless --label_map names a labels.json.
+"""
+
+from __future__ import annotations
+
+import json
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:arg]).")
+flags.DEFINE_string("workdir", None, "Training workdir (checkpoints/ inside).")
+flags.DEFINE_string("checkpoint", None, "A checkpoint prefix or directory (default: latest).")
+flags.DEFINE_string("export_dir", None, "Output directory (must not exist unless --overwrite).")
+flags.DEFINE_enum("format", "saved_model", ["saved_model", "tflite"], "What to write.")
+flags.DEFINE_enum("quantization", "none", ["none", "fp16", "int8"], "TFLite quantization.")
+flags.DEFINE_string(
+    "input_size",
+    None,
+    "HEIGHT,WIDTH the network runs at. Detection: default model.input_size. Segmentation "
+    "SavedModel: default each image's own size; segmentation TFLite: default model.input_size, "
+    "else data.eval_size, else data.crop_size.",
+)
+flags.DEFINE_integer("num_calibration_images", 100, "int8: training images for calibration.")
+flags.DEFINE_boolean(
+    "use_regular_nms",
+    False,
+    "Detection TFLite: per-class NMS (as the SavedModel) instead of the OD API's fast "
+    "class-agnostic NMS.",
+)
+flags.DEFINE_boolean(
+    "with_probabilities", False, "Segmentation SavedModel: add the probabilities output."
+)
+flags.DEFINE_string("label_map", None, "A labels.json to use instead of the config's data.")
+flags.DEFINE_boolean("overwrite", False, "Replace an existing export directory.")
+flags.mark_flags_as_required(["config", "export_dir"])
+
+
+def parse_size(text: str | None):
+    if not text:
+        return None
+    try:
+        height, width = (int(v) for v in text.replace("x", ",").split(","))
+    except ValueError as e:
+        raise ValueError(f"--input_size must be HEIGHT,WIDTH, got {text!r}") from e
+    if height < 1 or width < 1:
+        raise ValueError(f"--input_size must be positive, got {text!r}")
+    return height, width
+
+
+def resolve_input_size(config, override, fmt: str):
+    """The export input size (see the --input_size flag), or None for native segmentation."""
+    if override is not None:
+        return tuple(override)
+    if config.task == "detection":
+        return tuple(int(v) for v in config.model.input_size)
+    if fmt == "saved_model":
+        return None
+    for section, key in (("model", "input_size"), ("data", "eval_size"), ("data", "crop_size")):
+        value = config[section].get(key)
+        if value:
+            size = (value, value) if isinstance(value, int) else tuple(value)
+            return tuple(int(v) for v in size)
+    raise ValueError("segmentation TFLite export needs --input_size=HEIGHT,WIDTH")
+
+
+def load_trained_model(config, workdir: str | None, checkpoint: str | None):
+    """The task's model with the checkpoint's weights; returns (model, checkpoint path)."""
+    import tensorflow as tf
+
+    from ondevice_vision.train import checkpointing, tasks
+
+    if not workdir and not checkpoint:
+        raise ValueError("pass --workdir (latest checkpoint) or --checkpoint")
+    path = checkpointing.latest_or_given(workdir, checkpoint)
+    model = tasks.get_task(config).build_model(config)
+    tf.train.Checkpoint(model=model).read(path).expect_partial().assert_existing_objects_matched()
+    return model, path
+
+
+def label_map_and_palette(config, label_map_file: str | None = None):
+    from ondevice_vision.data.label_map import LabelMap
+    from ondevice_vision.train import tasks
+
+    task = tasks.get_task(config)
+    if label_map_file:
+        label_map = LabelMap.load(label_map_file)
+    else:
+        _, label_map = task.build_dataset(config, "eval", 1)
+    palette = None
+    if config.task == "segmentation":
+        palette = task.palette(config, label_map.num_classes)
+    return label_map, palette
+
+
+def export(
+    config,
+    model,
+    label_map,
+    export_dir: str,
+    fmt: str = "saved_model",
+    quantization: str = "none",
+    input_size=None,
+    palette=None,
+    num_calibration_images: int = 100,
+    use_regular_nms: bool = False,
+    with_probabilities: bool = False,
+    overwrite: bool = False,
+    extra: dict | None = None,
+) -> str:
+    """Library entry point of the CLI (the model already holds its trained weights)."""
+    from ondevice_vision.export.saved_model import export_saved_model
+    from ondevice_vision.export.tflite import export_tflite
+
+    size = resolve_input_size(config, input_size, fmt)
+    if fmt == "saved_model":
+        if quantization != "none":
+            raise ValueError("--quantization applies to --format=tflite only")
+        return export_saved_model(
+            config,
+            model,
+            label_map,
+            export_dir,
+            input_size=size,
+            with_probabilities=with_probabilities,
+            palette=palette,
+            overwrite=overwrite,
+            extra=extra,
+        )
+    if fmt == "tflite":
+        return export_tflite(
+            config,
+            model,
+            label_map,
+            export_dir,
+            size,
+            quantization=quantization,
+            num_calibration_images=num_calibration_images,
+            use_regular_nms=use_regular_nms,
+            palette=palette,
+            overwrite=overwrite,
+            extra=extra,
+        )
+    raise ValueError(f"format must be saved_model or tflite, got {fmt!r}")
+
+
+def main(argv):
+    del argv
+    config = FLAGS.config
+    model, path = load_trained_model(config, FLAGS.workdir, FLAGS.checkpoint)
+    label_map, palette = label_map_and_palette(config, FLAGS.label_map)
+    out = export(
+        config,
+        model,
+        label_map,
+        FLAGS.export_dir,
+        fmt=FLAGS.format,
+        quantization=FLAGS.quantization,
+        input_size=parse_size(FLAGS.input_size),
+        palette=palette,
+        num_calibration_images=FLAGS.num_calibration_images,
+        use_regular_nms=FLAGS.use_regular_nms,
+        with_probabilities=FLAGS.with_probabilities,
+        overwrite=FLAGS.overwrite,
+        extra={"checkpoint": path},
+    )
+    logging.info("Exported %s to %s", path, out)
+    print(json.dumps({"export_dir": out, "checkpoint": path, "format": FLAGS.format}))
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

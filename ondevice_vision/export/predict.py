@@ -1,0 +1,202 @@
+"""`ondevice-predict`: run an exported model on an image or a folder of images.
+
+    ondevice-predict --model=exports/shapes_det --input=photos/ --output=predictions/
+    ondevice-predict --model=exports/city_int8/model.tflite --input=frame.png --output=out/
+
+Writes OUTPUT/predictions.json and, per image NAME.EXT, a picture OUTPUT/NAME_EXT.png: detection
+boxes labelled with class names and scores, or the colour-coded class mask blended over the image
+(the Cityscapes palette for Cityscapes models); segmentation also writes the class-index mask
+OUTPUT/NAME_EXT_mask.png. Corrupt or unreadable files are reported by name (log and the
+"skipped" list of predictions.json) and skipped; the run goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+from absl import app, flags, logging
+
+from ondevice_vision.data.image_decode import check_image_file
+from ondevice_vision.export import drawing
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string(
+    "model", None, "SavedModel export directory, or a .tflite file / its directory."
+)
+flags.DEFINE_string("input", None, "An image file or a folder of images (not recursive).")
+flags.DEFINE_string("output", None, "Directory for predictions.json and the pictures.")
+flags.DEFINE_float("score_threshold", 0.3, "Detection: lowest score reported and drawn.")
+flags.DEFINE_float("alpha", 0.5, "Segmentation: opacity of the class colours.")
+flags.DEFINE_integer("num_threads", None, "TFLite interpreter threads.")
+flags.mark_flags_as_required(["model", "input", "output"])
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+RESULTS_FILE = "predictions.json"
+
+
+def list_inputs(path: str) -> list[str]:
+    """The image file, or the image files of a folder (by extension, sorted)."""
+    if os.path.isfile(path):
+        return [path]
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"input not found: {path}")
+    names = sorted(os.listdir(path))
+    files = [os.path.join(path, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
+    ignored = len([n for n in names if os.path.isfile(os.path.join(path, n))]) - len(files)
+    if ignored:
+        logging.info("%s: ignoring %d files without an image extension", path, ignored)
+    return files
+
+
+def read_image(path: str) -> np.ndarray:
+    """uint8 [H, W, 3]; ValueError naming the file when it cannot be read or decoded."""
+    import tensorflow as tf
+
+    from ondevice_vision.data.image_decode import decode_rgb
+
+    check = check_image_file(path)
+    if check.problem is not None:
+        raise ValueError(f"{path}: {check.problem}")
+    try:
+        with open(path, "rb") as f:
+            return decode_rgb(tf.constant(f.read())).numpy()
+    except (OSError, tf.errors.OpError) as e:
+        raise ValueError(f"{path}: cannot decode ({type(e).__name__}: {e})") from e
+
+
+def output_name(path: str) -> str:
+    """photo.jpg -> photo_jpg (two inputs photo.jpg and photo.png do not collide)."""
+    return os.path.basename(path).replace(".", "_")
+
+
+def detection_record(exported, outputs: dict, image: np.ndarray, score_threshold: float):
+    index_of = exported.label_map.index_of_dataset_id()
+    height, width = image.shape[:2]
+    n = int(outputs["num_detections"][0])
+    boxes = outputs["detection_boxes"][0][:n]
+    ids = outputs["detection_classes"][0][:n]
+    scores = outputs["detection_scores"][0][:n]
+    keep = scores >= score_threshold
+    indices = np.asarray([index_of[int(i)] for i in ids], np.int64)
+    detections = [
+        {
+            "class_id": int(ids[i]),
+            "class_name": exported.label_map.names[indices[i]],
+            "score": round(float(scores[i]), 5),
+            "box": [round(float(v), 5) for v in boxes[i]],
+            "box_pixels": [
+                round(float(boxes[i][0] * height), 1),
+                round(float(boxes[i][1] * width), 1),
+                round(float(boxes[i][2] * height), 1),
+                round(float(boxes[i][3] * width), 1),
+            ],
+        }
+        for i in np.flatnonzero(keep)
+    ]
+    picture = drawing.draw_detections(
+        image,
+        boxes[keep],
+        indices[keep],
+        scores[keep],
+        class_names=exported.label_map.names,
+        score_threshold=score_threshold,
+    )
+    return {"detections": detections}, picture
+
+
+def segmentation_record(exported, outputs: dict, image: np.ndarray, alpha: float, mask_path: str):
+    semantic = outputs["semantic_map"][0].astype(np.int64)
+    names = exported.label_map.names
+    palette = (
+        np.asarray(exported.info.palette, np.uint8)
+        if exported.info.palette is not None
+        else drawing.default_palette(len(names))
+    )
+    counts = np.bincount(semantic.ravel(), minlength=len(names))
+    fractions = {names[k]: round(float(c) / semantic.size, 5) for k, c in enumerate(counts) if c}
+    if len(names) <= 256:
+        drawing.save_png(semantic.astype(np.uint8), mask_path)
+    picture = drawing.blend_mask(image, semantic, palette, alpha=alpha)
+    return {"class_fractions": fractions, "mask": os.path.basename(mask_path)}, picture
+
+
+def predict_files(
+    exported,
+    files: list[str],
+    output_dir: str,
+    score_threshold: float = 0.3,
+    alpha: float = 0.5,
+) -> dict:
+    """Runs `exported` on every file; returns (and writes) the predictions.json payload."""
+    os.makedirs(output_dir, exist_ok=True)
+    results, skipped = [], []
+    for path in files:
+        try:
+            image = read_image(path)
+        except ValueError as e:
+            logging.warning("Skipping %s", e)
+            skipped.append({"file": path, "problem": str(e)})
+            continue
+        outputs = exported.predict(image[np.newaxis])
+        name = output_name(path)
+        if exported.task == "detection":
+            record, picture = detection_record(exported, outputs, image, score_threshold)
+        else:
+            mask_path = os.path.join(output_dir, f"{name}_mask.png")
+            record, picture = segmentation_record(exported, outputs, image, alpha, mask_path)
+        picture_path = drawing.save_png(picture, os.path.join(output_dir, f"{name}.png"))
+        results.append(
+            {
+                "file": path,
+                "height": int(image.shape[0]),
+                "width": int(image.shape[1]),
+                "picture": os.path.basename(picture_path),
+                **record,
+            }
+        )
+    if skipped:
+        logging.warning(
+            "Skipped %d of %d inputs: %s",
+            len(skipped),
+            len(files),
+            ", ".join(s["file"] for s in skipped),
+        )
+    payload = {
+        "model": exported.path,
+        "task": exported.task,
+        "format": exported.info.format,
+        "quantization": exported.info.quantization,
+        "images": results,
+        "skipped": skipped,
+    }
+    path = os.path.join(output_dir, RESULTS_FILE)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=1)
+    os.replace(tmp, path)
+    return payload
+
+
+def main(argv):
+    del argv
+    from ondevice_vision.export.exported_model import load_exported_model
+
+    files = list_inputs(FLAGS.input)
+    exported = load_exported_model(FLAGS.model, num_threads=FLAGS.num_threads)
+    payload = predict_files(exported, files, FLAGS.output, FLAGS.score_threshold, FLAGS.alpha)
+    summary = {
+        "output": os.path.join(FLAGS.output, RESULTS_FILE),
+        "processed": len(payload["images"]),
+        "skipped": [s["file"] for s in payload["skipped"]],
+    }
+    print(json.dumps(summary))
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,162 @@
+"""`ondevice-export` then `ondevice-predict` as a user runs them: a checkpoint becomes a SavedModel,
+which labels a folder holding good and corrupt files; corrupt ones are named and skipped."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from test_export_fixtures import (
+    detection_config,
+    eval_images,
+    label_map,
+    lively_model,
+    png_bytes,
+    segmentation_config,
+)
+
+from ondevice_vision.configs import lraspp_mobilenet_v3_small_cityscapes
+from ondevice_vision.data import cityscapes_labels
+from ondevice_vision.export import drawing, tflite
+from ondevice_vision.export.export_info import read_export_files
+from ondevice_vision.export.exported_model import load_exported_model
+from ondevice_vision.export.main import label_map_and_palette
+from ondevice_vision.export.predict import predict_files, read_image
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DETECTION_CONFIG = "ondevice_vision/configs/ssdlite_mobilenet_v3_small_shapes.py:smoke"
+
+
+def _cli(module, *args):
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1]), result.stderr
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Two good images (PNG, JPEG), a corrupt JPEG, a truncated PNG and a text file."""
+    root = tmp_path_factory.mktemp("inputs")
+    images = eval_images(detection_config(), 2)
+    (root / "a_shapes.png").write_bytes(png_bytes(images[0]))
+    Image.fromarray(images[1]).save(root / "b_shapes.jpg", quality=95)
+    (root / "c_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a JPEG" * 10)
+    (root / "d_truncated.png").write_bytes(png_bytes(images[0])[:500])
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+@pytest.fixture(scope="module")
+def detection_export(tmp_path_factory):
+    """A checkpoint of a lively detector, exported by the ondevice-export CLI."""
+    root = tmp_path_factory.mktemp("cli_export")
+    model = lively_model(detection_config())
+    prefix = tf.train.Checkpoint(model=model).write(str(root / "checkpoints" / "ckpt-7"))
+    out = str(root / "export")
+    summary, _ = _cli(
+        "ondevice_vision.export.main",
+        f"--config={DETECTION_CONFIG}",
+        f"--checkpoint={prefix}",
+        f"--export_dir={out}",
+    )
+    assert summary == {"export_dir": out, "checkpoint": prefix, "format": "saved_model"}
+    return out
+
+
+def test_export_cli_writes_a_complete_export(detection_export):
+    info, labels = read_export_files(detection_export)
+    assert info.task == "detection" and info.extra["checkpoint"].endswith("ckpt-7")
+    assert labels.names == ("circle", "square", "triangle", "star")
+    assert os.path.isfile(os.path.join(detection_export, "saved_model.pb"))
+
+
+def test_predict_cli_labels_good_images_and_skips_corrupt_ones(detection_export, folder, tmp_path):
+    out = tmp_path / "predictions"
+    summary, log = _cli(
+        "ondevice_vision.export.predict",
+        f"--model={detection_export}",
+        f"--input={folder}",
+        f"--output={out}",
+        "--score_threshold=0.5",
+    )
+    skipped = [str(folder / "c_broken.jpg"), str(folder / "d_truncated.png")]
+    assert summary == {
+        "output": str(out / "predictions.json"),
+        "processed": 2,
+        "skipped": skipped,
+    }
+    for path in skipped:
+        assert path in log  # reported by name
+    payload = json.loads((out / "predictions.json").read_text())
+    assert [s["file"] for s in payload["skipped"]] == skipped
+    assert [r["file"] for r in payload["images"]] == [
+        str(folder / "a_shapes.png"),
+        str(folder / "b_shapes.jpg"),
+    ]
+    exported = load_exported_model(detection_export)
+    for record in payload["images"]:
+        image = read_image(record["file"])  # the CLI's decoder (JPEG decoders differ slightly)
+        outputs = exported.predict(image[None])
+        keep = outputs["detection_scores"][0] >= 0.5
+        assert len(record["detections"]) == keep.sum()
+        assert [d["score"] for d in record["detections"]] == pytest.approx(
+            outputs["detection_scores"][0][keep], abs=1e-4
+        )
+        for detection, box in zip(
+            record["detections"], outputs["detection_boxes"][0][keep], strict=True
+        ):
+            assert detection["box"] == pytest.approx(box, abs=1e-4)
+            index = exported.label_map.index_of_dataset_id()[detection["class_id"]]
+            assert detection["class_name"] == exported.label_map.names[index]
+        picture = np.asarray(Image.open(out / record["picture"]))
+        assert picture.shape == image.shape
+        # Boxes were drawn where there were detections, nothing otherwise.
+        assert (not np.array_equal(picture, image)) == bool(record["detections"])
+    assert sum(len(r["detections"]) for r in payload["images"]) > 0
+    assert sorted(os.listdir(out)) == ["a_shapes_png.png", "b_shapes_jpg.png", "predictions.json"]
+
+
+def test_segmentation_predictions_write_masks_and_blends(folder, tmp_path):
+    config = segmentation_config()
+    labels = label_map(config)
+    palette = drawing.default_palette(labels.num_classes)[::-1].copy()  # not the default
+    path = tflite.export_tflite(
+        config,
+        lively_model(config),
+        labels,
+        str(tmp_path / "lite"),
+        tuple(config.model.input_size),
+        palette=palette,
+    )
+    exported = load_exported_model(path, num_threads=2)
+    payload = predict_files(exported, [str(folder / "a_shapes.png")], str(tmp_path / "out"))
+    (record,) = payload["images"]
+    image = np.asarray(Image.open(folder / "a_shapes.png"))
+    mask = np.asarray(Image.open(tmp_path / "out" / record["mask"]))
+    np.testing.assert_array_equal(mask, exported.predict(image[None])["semantic_map"][0])
+    blended = np.asarray(Image.open(tmp_path / "out" / record["picture"]))
+    np.testing.assert_array_equal(blended, drawing.blend_mask(image, mask, palette, alpha=0.5))
+    fractions = record["class_fractions"]
+    assert sum(fractions.values()) == pytest.approx(1.0, abs=1e-3)
+    assert set(fractions) <= set(labels.names)
+
+
+def test_cityscapes_exports_carry_the_cityscapes_palette(tmp_path):
+    config = lraspp_mobilenet_v3_small_cityscapes.get_config()
+    labels_file = str(tmp_path / "labels.json")
+    cityscapes_labels.label_map().save(labels_file)
+    labels, palette = label_map_and_palette(config, labels_file)
+    assert labels.num_classes == 19
+    np.testing.assert_array_equal(palette, cityscapes_labels.PALETTE)
