@@ -139,30 +139,32 @@ def example_seed(seed: int, split: str, index: int) -> tuple[int, int, int]:
 def load_shapes(
     split: str, num_examples: int, image_size: int = 256, seed: int = 0
 ) -> tuple[tf.data.Dataset, LabelMap]:
-    """Decoded detection examples, rendered lazily in index order (image_id = index)."""
+    """Decoded detection examples, rendered lazily in index order (image_id = index).
+
+    The pipeline is `range` + `map`, not `from_generator`, so a training iterator over it can be
+    saved in a checkpoint and restored at the same position.
+    """
     if num_examples <= 0:
         raise ValueError(f"shapes: num_examples must be positive, got {num_examples}")
     if image_size < 32:
         raise ValueError(f"shapes: image_size must be at least 32, got {image_size}")
 
-    def generate():
-        for i in range(num_examples):
-            ex = render_example(example_seed(seed, split, i), image_size)
-            yield {
-                "image": ex["image"],
-                "image_id": np.int64(i),
-                "boxes": ex["boxes"],
-                "classes": ex["classes"],
-                "is_crowd": np.zeros(len(ex["classes"]), bool),
-            }
+    def render(index):
+        ex = render_example(example_seed(seed, split, int(index)), image_size)
+        return ex["image"], ex["boxes"], ex["classes"]
 
-    signature = {
-        "image": tf.TensorSpec([image_size, image_size, 3], tf.uint8),
-        "image_id": tf.TensorSpec([], tf.int64),
-        "boxes": tf.TensorSpec([None, 4], tf.float32),
-        "classes": tf.TensorSpec([None], tf.int32),
-        "is_crowd": tf.TensorSpec([None], tf.bool),
-    }
-    ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
-    ds = ds.apply(tf.data.experimental.assert_cardinality(num_examples))
+    def to_example(index):
+        image, boxes, classes = tf.numpy_function(
+            render, [index], (tf.uint8, tf.float32, tf.int32), stateful=False
+        )
+        classes = tf.ensure_shape(classes, [None])
+        return {
+            "image": tf.ensure_shape(image, [image_size, image_size, 3]),
+            "image_id": index,
+            "boxes": tf.ensure_shape(boxes, [None, 4]),
+            "classes": classes,
+            "is_crowd": tf.zeros_like(classes, tf.bool),
+        }
+
+    ds = tf.data.Dataset.range(num_examples).map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
     return ds, label_map()
