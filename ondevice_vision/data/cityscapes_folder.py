@@ -114,13 +114,33 @@ def _check_pair(image_path: str, mask_path: str) -> None:
         )
 
 
+def _checked_train_ids(mask, mask_path):
+    """A *_labelTrainIds.png holding other values than 0..18 and 255 fails, naming the file.
+
+    Only PNG headers are checked up front (full masks would mean reading the dataset twice); a
+    bad value would otherwise stop training with an out-of-range label error naming no file (on
+    a CPU), or silently turn the loss into NaN (on a GPU).
+    """
+    valid = (mask < cityscapes_labels.NUM_CLASSES) | (mask == cityscapes_labels.IGNORE_LABEL)
+    check = tf.debugging.Assert(
+        tf.reduce_all(valid),
+        [
+            mask_path,
+            "holds values that are neither a trainId 0..18 nor 255 (ignore); regenerate it with "
+            "cityscapesscripts' createTrainIdLabelImgs",
+        ],
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(mask)
+
+
 def _decode(image_path, mask_path, mask_is_label_ids, stem) -> dict:
     image = tf.io.decode_png(tf.io.read_file(image_path), channels=3)
     mask = tf.io.decode_png(tf.io.read_file(mask_path), channels=1)
     mask = tf.cond(
         mask_is_label_ids,
         lambda: cityscapes_labels.label_ids_to_train_ids(mask),
-        lambda: mask,
+        lambda: _checked_train_ids(mask, mask_path),
     )
     return {"image": image, "mask": mask, "image_id": stem}
 
