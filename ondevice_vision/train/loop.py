@@ -1,14 +1,22 @@
 """One training loop for both tasks under any tf.distribute strategy, plus the evaluation loop.
 
 The step is ours (a `tf.function` over several steps per call), not `model.fit`: the same code
-runs on one device, MirroredStrategy, MultiWorkerMirroredStrategy and TPUStrategy. Each replica's
-loss is its share of the global loss (local sums divided by the normaliser summed over all
-replicas), and Keras' optimizer sums the replicas' gradients, so results do not depend on the
-replica count.
+runs on one device, MirroredStrategy, MultiWorkerMirroredStrategy and TPUStrategy.
+
+Replica-count independence: each replica's loss is its share of the global loss (local sums
+divided by the normaliser summed over all replicas, L2 divided by the replica count), and the step
+sums the replicas' gradients itself before the optimizer sees them, so gradient clipping and the
+finite check act on the global gradient. With `train.sync_batch_norm` the batch statistics are
+global too, and a run gives the same losses on 1 or N replicas for the same global batch.
+
+Faults: SIGTERM / SIGINT checkpoint at the next step boundary and return (all workers agree on
+the step); a non-finite loss stops the run before anything is saved (or the update is skipped,
+with `train.nan_policy="skip"`), and weights are checked to be finite before every save.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -23,8 +31,11 @@ from ondevice_vision.train import checkpointing, tasks
 from ondevice_vision.train.optimizer import build_optimizer, build_schedule
 from ondevice_vision.train.progress import Progress
 from ondevice_vision.train.strategy import worker_info
+from ondevice_vision.train.train_input import TrainInput
 
 REGULARIZED_WEIGHTS = ("kernel", "depthwise_kernel")
+MIXED_PRECISION = ("float16", "bfloat16")
+NAN_POLICIES = ("stop", "skip")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -80,7 +91,36 @@ def check_workdir(workdir: str) -> None:
             f.write("ok")
         tf.io.gfile.remove(probe)
     except (OSError, tf.errors.OpError) as e:
-        raise PermissionError(f"workdir {workdir} is not writable: {e}") from e
+        detail = getattr(e, "message", None) or str(e)
+        raise PermissionError(f"workdir {workdir} is not writable: {detail}") from e
+
+
+@contextlib.contextmanager
+def _dtype_policy(mixed_precision: str | None):
+    """Builds layers under a mixed policy without leaving it set for the rest of the process."""
+    if not mixed_precision:
+        yield
+        return
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(f"mixed_{mixed_precision}")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _batch_norm_layers(layer):
+    for child in getattr(layer, "layers", []):
+        if isinstance(child, keras.layers.BatchNormalization):
+            yield child
+        yield from _batch_norm_layers(child)
+
+
+def _float32(outputs):
+    """Heads may compute in float16/bfloat16; losses are always computed in float32."""
+    return tf.nest.map_structure(
+        lambda t: tf.cast(t, tf.float32) if t.dtype.is_floating else t, outputs
+    )
 
 
 class Trainer:
@@ -92,9 +132,11 @@ class Trainer:
         self.strategy = strategy
         self.task = tasks.get_task(config)
         self.is_chief, self.worker_index = worker_info(strategy)
+        if mixed_precision not in (None, *MIXED_PRECISION):
+            raise ValueError(
+                f"mixed_precision must be one of {MIXED_PRECISION} or None, got {mixed_precision!r}"
+            )
         self.mixed_precision = mixed_precision
-        if mixed_precision:
-            keras.mixed_precision.set_global_policy(f"mixed_{mixed_precision}")
         tc = config.train
         self.global_batch = tc.batch_size
         replicas = strategy.num_replicas_in_sync
@@ -103,17 +145,20 @@ class Trainer:
                 f"train.batch_size {self.global_batch} is not divisible by the {replicas} replicas"
             )
         self.per_replica_batch = self.global_batch // replicas
+        if tc.nan_policy not in NAN_POLICIES:
+            raise ValueError(f"train.nan_policy must be stop or skip, got {tc.nan_policy!r}")
+        self.input = TrainInput(strategy, self._build_train_dataset, self.per_replica_batch)
         logging.info(
-            "Strategy %s: %d replicas, per-replica batch %d, global batch %d",
+            "Strategy %s: %d replicas on %d input workers, per-replica batch %d, global batch %d",
             type(strategy).__name__,
             replicas,
+            self.input.workers,
             self.per_replica_batch,
             self.global_batch,
         )
-        if tc.nan_policy not in ("stop", "skip"):
-            raise ValueError(f"train.nan_policy must be stop or skip, got {tc.nan_policy!r}")
         with strategy.scope():
-            self.model = self.task.build_model(config)
+            with _dtype_policy(mixed_precision):
+                self.model = self.task.build_model(config)
             self.optimizer = build_optimizer(tc)
             if mixed_precision == "float16":
                 self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
@@ -131,73 +176,143 @@ class Trainer:
                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
                 name="global_step",
             )
+        self.loss_scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+        if mixed_precision:
+            logging.info(
+                "Mixed precision: layers compute in %s, variables and losses are float32%s",
+                mixed_precision,
+                ", dynamic loss scaling" if mixed_precision == "float16" else "",
+            )
+        if tc.get("sync_batch_norm"):
+            for layer in _batch_norm_layers(self.model):
+                layer.synchronized = True
         self.regularized = [
             v for v in self.model.trainable_variables if v.name in REGULARIZED_WEIGHTS
         ]
         self.schedule = build_schedule(tc)
+        self._data_seed_offset = 0
 
     # ---------------------------------------------------------------- data
-    def _train_dataset(self, input_context):
-        ds, _ = self.task.build_dataset(
-            self.config, "train", self.per_replica_batch, input_context=input_context
-        )
+    def _build_train_dataset(self, batch_size, input_context):
+        config = self.config
+        if self._data_seed_offset:
+            config = config.copy_and_resolve_references()
+            config.train.seed = config.train.seed + self._data_seed_offset
+        ds, _ = self.task.build_dataset(config, "train", batch_size, input_context=input_context)
         return ds
 
-    def _make_iterator(self):
-        dist = self.strategy.distribute_datasets_from_function(self._train_dataset)
-        return iter(dist)
+    def _train_dataset(self, input_context=None):
+        """One replica's training batches (benchmarks/train_step.py times the loop on them)."""
+        return self._build_train_dataset(self.per_replica_batch, input_context)
+
+    def _loss_keys(self, element_spec) -> list[str]:
+        """Names of the loss terms, known before the loop is traced (tracing it twice to find
+        them out would double the start-up time)."""
+        _, labels_spec = element_spec
+        outputs_spec = tf.nest.map_structure(
+            lambda t: tf.TensorSpec(t.shape, tf.float32), self.model.output
+        )
+        probe = tf.function(lambda o, lab: self.task.compute_losses(self.config, o, lab)[0])
+        keys = list(probe.get_concrete_function(outputs_spec, labels_spec).structured_outputs)
+        if self.config.train.weight_decay and self.regularized:
+            keys.append("l2")
+        return [*keys, "loss"]
 
     # ---------------------------------------------------------------- step
     def _replica_step(self, images, labels):
         ctx = tf.distribute.get_replica_context()
+        tc = self.config.train
         replicas = self.strategy.num_replicas_in_sync
-        wd = self.config.train.weight_decay
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
-            outputs = self.model(images, training=True)
+            outputs = _float32(self.model(images, training=True))
             sums, normalizer = self.task.compute_losses(self.config, outputs, labels)
             global_norm = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(normalizer))
             global_norm = tf.maximum(global_norm, 1.0)
             terms = {k: tf.reduce_sum(v) / global_norm for k, v in sums.items()}
             loss = tf.add_n(list(terms.values()))
-            if wd and self.regularized:
+            if tc.weight_decay and self.regularized:
                 l2 = tf.add_n(
                     [tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in self.regularized]
                 )
-                terms["l2"] = 0.5 * wd * l2 / replicas
+                terms["l2"] = 0.5 * tc.weight_decay * l2 / replicas
                 loss += terms["l2"]
+            if tc.get("debug_nan_at_step"):
+                # Testing aid: poisons the loss (and so every gradient) at one global step.
+                poison = tf.equal(self.step + 1, tc.debug_nan_at_step)
+                loss *= tf.where(poison, float("nan"), 1.0)
             scaled = self.optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, variables)
-        self.optimizer.apply(grads, variables)
+        pairs = [(g, v) for g, v in zip(grads, variables, strict=True) if g is not None]
+        summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [g for g, _ in pairs])
+        grad_norm = tf.linalg.global_norm(summed)
+        if self.loss_scaled:
+            grad_norm /= tf.cast(self.optimizer.dynamic_scale, grad_norm.dtype)
+        self.optimizer.apply(summed, [v for _, v in pairs])
         terms["loss"] = loss
-        return terms
+        return terms, grad_norm
 
-    def _build_train_loop(self):
-        strategy = self.strategy
+    def _build_train_loop(self, keys=None):
+        """`train_loop(iterator, num_steps)` -> (mean loss terms of the good steps, status).
+
+        status: {"grad_norm" of the last step, "bad": non-finite steps, "first_bad_step"}.
+        """
+        strategy, tc = self.strategy, self.config.train
+        if keys is None:
+            keys = self._loss_keys(self._train_dataset().element_spec)
+        stop_on_bad = tc.nan_policy == "stop"
+        # float16 gradients overflow now and then by design: the loss scale handles those.
+        check_grads = self.mixed_precision != "float16"
 
         @tf.function
         def train_loop(iterator, num_steps):
-            totals = None
-            done = tf.constant(0, tf.int64)
-            bad_step = tf.constant(-1, tf.int64)
+            totals = {k: tf.constant(0.0) for k in keys}
+            good = tf.constant(0, tf.int64)
+            bad = tf.constant(0, tf.int64)
+            first_bad_step = tf.constant(-1, tf.int64)
+            grad_norm = tf.constant(0.0)
             for _ in tf.range(num_steps):
-                images, labels = next(iterator)
-                per_replica = strategy.run(self._replica_step, args=(images, labels))
+                images, labels = self.input.next_batch(iterator)
+                per_replica, norms = strategy.run(self._replica_step, args=(images, labels))
                 terms = {
-                    k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-                    for k, v in per_replica.items()
+                    k: strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica[k], axis=None)
+                    for k in keys
                 }
+                # Every replica holds the same (all-reduced) norm.
+                grad_norm = strategy.experimental_local_results(norms)[0]
                 self.step.assign_add(1)
-                done += 1
-                totals = terms if totals is None else {k: totals[k] + terms[k] for k in terms}
-                if not tf.math.is_finite(terms["loss"]):
-                    bad_step = self.step.read_value()
-                    if self.config.train.nan_policy == "stop":
+                finite = tf.math.is_finite(terms["loss"])
+                if check_grads:
+                    finite = tf.logical_and(finite, tf.math.is_finite(grad_norm))
+                if finite:
+                    totals = {k: totals[k] + terms[k] for k in keys}
+                    good += 1
+                else:
+                    bad += 1
+                    if first_bad_step < 0:
+                        first_bad_step = self.step.read_value()
+                    if stop_on_bad:
                         break
-            means = {k: v / tf.cast(tf.maximum(done, 1), v.dtype) for k, v in totals.items()}
-            return means, bad_step
+            means = {k: v / tf.cast(tf.maximum(good, 1), v.dtype) for k, v in totals.items()}
+            status = {"grad_norm": grad_norm, "bad": bad, "first_bad_step": first_bad_step}
+            return means, status
 
         return train_loop
+
+    def _build_agreement(self):
+        """All workers stop together: a signal on any of them stops all (one tiny all-reduce)."""
+        strategy = self.strategy
+
+        @tf.function
+        def any_worker(flag):
+            per_replica = strategy.run(lambda: tf.cast(flag, tf.int32))
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None) > 0
+
+        return any_worker
+
+    @tf.function
+    def _weights_finite(self):
+        return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in self.model.weights])
 
     # ---------------------------------------------------------------- init
     def _initialise_weights(self):
@@ -215,35 +330,84 @@ class Trainer:
             used = load_imagenet_weights(self.model.get_layer("backbone"), path)
             logging.info("Backbone initialised from ImageNet weights %s", used)
 
+    def _restore(self, checkpoint):
+        """Resumes from the run's latest checkpoint; returns the data iterator to train on."""
+        tc = self.config.train
+        if self.is_chief:
+            checkpointing.remove_incomplete(self.workdir)
+        latest = checkpointing.latest_checkpoint(self.workdir)
+        if latest:
+            checkpointing.restore(checkpoint, latest)
+        else:
+            self._initialise_weights()
+        save_data = self.input.checkpointable and tc.checkpoint_data_iterator
+        restore_data = bool(latest) and save_data and checkpointing.has_entry(latest, "data")
+        if latest and not restore_data:
+            # A fresh pipeline with the original seed would replay the run's first batches.
+            self._data_seed_offset = int(self.step.numpy())
+            logging.info(
+                "The data position is not in %s: the input restarts with seed offset %d",
+                latest,
+                self._data_seed_offset,
+            )
+        iterator = self.input.make_iterator()
+        if restore_data:
+            tf.train.Checkpoint(data=iterator).read(latest).expect_partial()
+            logging.info("Restored the input pipeline position from %s", latest)
+        if save_data:
+            checkpoint.data = iterator
+        return iterator
+
     # ---------------------------------------------------------------- train
     def train(self, eval_fn=None) -> dict:
+        """Trains to train.total_steps (resuming if the workdir has a checkpoint).
+
+        Returns {"step", "preempted", loss terms of the last logged interval, "lr"}.
+        """
+        try:
+            return self._train(eval_fn)
+        finally:
+            checkpointing.cleanup_worker_dirs(self.is_chief, self.worker_index, self.workdir)
+
+    def _train(self, eval_fn):
         config, tc = self.config, self.config.train
-        iterator = self._make_iterator()
-        checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step)
-        if tc.checkpoint_data_iterator:
-            checkpoint.iterator = iterator
+        # The inner optimizer, not the loss-scale wrapper: checkpoints then stay compatible when
+        # train.nan_policy or --mixed_precision change between restarts (the dynamic loss scale
+        # is not saved; it re-adapts within a few steps).
+        optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
+        checkpoint = tf.train.Checkpoint(model=self.model, optimizer=optimizer, step=self.step)
+        iterator = self._restore(checkpoint)
         manager = checkpointing.make_manager(
             checkpoint, self.workdir, tc.keep_checkpoints, self.is_chief, self.worker_index
         )
-        restored = checkpointing.restore_latest(checkpoint, manager)
-        if not restored:
-            self._initialise_weights()
         if self.is_chief:
             checkpointing.write_config(config, self.workdir)
         start = int(self.step.numpy())
         if start >= tc.total_steps:
             logging.info("Already trained %d/%d steps.", start, tc.total_steps)
-            return {"step": start}
+            return {"step": start, "preempted": False}
         writer = (
             tf.summary.create_file_writer(os.path.join(self.workdir, "train"))
             if self.is_chief
             else tf.summary.create_noop_writer()
         )
-        train_loop = self._build_train_loop()
+        keys = self._loss_keys(self.input.element_spec)
+        train_loop = self._build_train_loop(keys)
+        any_worker = self._build_agreement() if self.input.workers > 1 else None
         steps_per_loop = tc.steps_per_loop or tc.log_every_steps
         progress = Progress(tc.total_steps, self.global_batch, start)
         eval_every = config.eval.every_steps
-        last_scalars = {}
+        last_scalars, saved_step, skipped = {}, start, 0
+        preempted = False
+
+        def save(step):
+            if not bool(self._weights_finite()):
+                raise NonFiniteLossError(
+                    f"Non-finite weights at step {step}; not saving them. The last good "
+                    f"checkpoint is {manager.latest_checkpoint or '(none)'}."
+                )
+            checkpointing.save(manager, step)
+
         with _Preemption() as preemption:
             while int(self.step.numpy()) < tc.total_steps:
                 step = int(self.step.numpy())
@@ -253,44 +417,68 @@ class Trainer:
                 if eval_fn and eval_every:
                     boundaries.append(_next_multiple(step, eval_every))
                 num_steps = min(boundaries) - step
-                means, bad_step = train_loop(iterator, tf.constant(num_steps, tf.int64))
+                try:
+                    means, status = train_loop(iterator, tf.constant(num_steps, tf.int64))
+                except tf.errors.OutOfRangeError as e:
+                    raise ValueError(
+                        f"The training input ran out of data after step {step}: the data source "
+                        "yields fewer examples than one batch per worker (check the dataset "
+                        "filters and the number of workers)."
+                    ) from e
                 step = int(self.step.numpy())
-                bad_step = int(bad_step.numpy())
-                if bad_step >= 0 and tc.nan_policy == "stop":
+                bad, first_bad = int(status["bad"]), int(status["first_bad_step"])
+                if bad and tc.nan_policy == "stop":
                     raise NonFiniteLossError(
-                        f"Non-finite loss at step {bad_step}; stopped without saving. The last "
-                        f"good checkpoint is {manager.latest_checkpoint or '(none)'} in "
-                        f"{self.workdir}. Lower train.base_learning_rate or set "
+                        f"Non-finite loss or gradient at step {first_bad}; stopped without "
+                        f"saving. The last good checkpoint is "
+                        f"{manager.latest_checkpoint or '(none)'} in {self.workdir}. Lower "
+                        "train.base_learning_rate, set train.clip_gradient_norm, or set "
                         "train.nan_policy=skip."
                     )
-                if bad_step >= 0:
+                if bad:
+                    skipped += bad
                     logging.warning(
-                        "Non-finite loss at step %d: that update was skipped.", bad_step
+                        "Non-finite loss or gradient at step %d (%d in steps %d-%d): those "
+                        "updates were skipped; %d skipped so far.",
+                        first_bad,
+                        bad,
+                        step - num_steps + 1,
+                        step,
+                        skipped,
                     )
                 scalars = {k: float(v.numpy()) for k, v in means.items()}
                 scalars["lr"] = float(self.schedule(step - 1))
+                scalars["grad_norm"] = float(status["grad_norm"])
                 last_scalars = scalars
                 if step % tc.log_every_steps == 0 or step == tc.total_steps:
                     speed = progress.update(step)
                     logging.info(progress.line(step, scalars, speed))
                     with writer.as_default(step=step):
                         for k, v in scalars.items():
-                            tf.summary.scalar(f"loss/{k}" if k not in ("lr",) else k, v)
+                            name = k if k in ("lr", "grad_norm") else f"loss/{k}"
+                            tf.summary.scalar(name, v)
                         tf.summary.scalar("speed/images_per_sec", speed["images_per_sec"])
                         tf.summary.scalar("speed/steps_per_sec", speed["steps_per_sec"])
+                        tf.summary.scalar("skipped_steps", skipped)
                     writer.flush()
                 if step % tc.checkpoint_every_steps == 0 or step == tc.total_steps:
-                    checkpointing.save(manager, step)
-                if preemption.requested:
-                    checkpointing.save(manager, step)
+                    save(step)
+                    saved_step = step
+                stop = preemption.requested
+                if any_worker is not None:
+                    stop = bool(any_worker(tf.constant(stop)))
+                if stop:
+                    if saved_step != step:
+                        save(step)
                     logging.warning(
                         "Stopped at step %d after a signal; the next start resumes.", step
                     )
+                    preempted = True
                     break
                 if eval_fn and eval_every and step % eval_every == 0 and step < tc.total_steps:
                     eval_fn(self.model, step)
-        checkpointing.cleanup_worker_dirs(self.is_chief, self.worker_index, self.workdir)
-        return {"step": int(self.step.numpy()), **last_scalars}
+        writer.close()
+        return {"step": int(self.step.numpy()), "preempted": preempted, **last_scalars}
 
 
 def _next_multiple(step: int, every: int) -> int:
@@ -319,6 +507,8 @@ def evaluate(config, model, workdir: str | None, step: int | None = None, predic
             pictures = task.visualize(config, images.numpy()[:n], sub, labels_np, label_map)
         images_seen += int(images.shape[0])
     elapsed = time.perf_counter() - start
+    if images_seen == 0:
+        raise ValueError("The eval split yielded no images: nothing to evaluate")
     metrics = evaluator.result()
     logging.info(
         "Evaluated %d images in %.1fs (%.1f img/s)",

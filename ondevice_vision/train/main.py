@@ -3,15 +3,19 @@
     ondevice-train --config=ondevice_vision/configs/ssdlite_mobilenet_v3_small_shapes.py \
         --workdir=workdir/shapes --mode=train_and_eval --config.train.batch_size=32
 
-A killed run restarts from its last checkpoint when started again with the same workdir.
+A killed run restarts from its last checkpoint when started again with the same workdir; SIGTERM
+(preemption) makes it checkpoint and exit with status 0 at the next step boundary. Several hosts:
+`--strategy=multi_worker_mirrored` with TF_CONFIG set on each; Cloud TPU: `--strategy=tpu
+--tpu=local` (docs/distributed.md).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 
 from absl import app, flags, logging
-from ml_collections import config_flags
+from ml_collections import config_dict, config_flags
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:arg]).")
@@ -23,21 +27,85 @@ flags.DEFINE_enum(
     ["auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu"],
     "tf.distribute strategy; auto = mirrored with several GPUs, else one device.",
 )
-flags.DEFINE_string("tpu", None, "TPU address (grpc://... or name) with --strategy=tpu.")
+flags.DEFINE_string(
+    "tpu", None, "With --strategy=tpu: 'local' on a Cloud TPU VM, a TPU name or grpc://host:8470."
+)
 flags.DEFINE_enum("mixed_precision", "none", ["none", "float16", "bfloat16"], "Compute dtype.")
+flags.DEFINE_integer(
+    "cpu_replicas",
+    0,
+    "Split the CPU into this many logical devices (with --strategy=mirrored: multi-replica "
+    "training without GPUs, for tests).",
+)
+flags.DEFINE_bool(
+    "deterministic",
+    False,
+    "tf.config.experimental.enable_op_determinism(): bit-reproducible runs (slower; the input "
+    "pipeline keeps its order).",
+)
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _config_override_error(argv, error) -> str | None:
+    """Names the --config.<key> override that does not exist in the config, if any."""
+    config_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if config_arg is None and "--config" in argv[:-1]:
+        config_arg = argv[argv.index("--config") + 1]
+    if config_arg is None:
+        return None
+    try:
+        config = FLAGS["config"].parser.parse(config_arg)
+    except Exception:  # the config file itself is broken: let the original error speak
+        return None
+    for arg in argv:
+        if not arg.startswith("--config."):
+            continue
+        path = arg[len("--config.") :].split("=", 1)[0]
+        node, walked = config, "config"
+        for part in path.split("."):
+            if not isinstance(node, config_dict.ConfigDict) or part not in node:
+                keys = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else ""
+                return (
+                    f"--config.{path}: the config has no key {part!r} under {walked} "
+                    f"(from {config_arg}). Keys of {walked}: {keys}"
+                )
+            node, walked = node[part], f"{walked}.{part}"
+    return f"bad config override: {error}"
+
+
+def parse_flags(argv):
+    """absl's parser, with a clear message for `--config.some.key=...` naming a missing key."""
+    try:
+        return FLAGS(argv)
+    except (AttributeError, KeyError) as e:
+        message = _config_override_error(argv, e)
+        if message is None:
+            raise
+        raise flags.Error(message) from e
 
 
 def main(argv):
     del argv
+    import keras
     import tensorflow as tf
 
     from ondevice_vision.train import loop
     from ondevice_vision.train import strategy as strategy_lib
 
     config, workdir = FLAGS.config, FLAGS.workdir
-    loop.check_workdir(workdir)
-    tf.random.set_seed(config.train.seed)
+    try:
+        loop.check_workdir(workdir)
+    except PermissionError as e:
+        sys.exit(f"ERROR: {e}")
+    if FLAGS.cpu_replicas:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * FLAGS.cpu_replicas
+        )
+    # Python, NumPy, TensorFlow and Keras seeds: the same initial weights on every worker.
+    keras.utils.set_random_seed(config.train.seed)
+    if FLAGS.deterministic:
+        tf.config.experimental.enable_op_determinism()
     strategy = strategy_lib.create_strategy(FLAGS.strategy, FLAGS.tpu)
     precision = None if FLAGS.mixed_precision == "none" else FLAGS.mixed_precision
     result = {}
@@ -49,8 +117,12 @@ def main(argv):
                 metrics = loop.evaluate(config, model, workdir, step)
                 logging.info("eval at step %d: %s", step, json.dumps(_headline(metrics)))
 
-        result = trainer.train(eval_fn if FLAGS.mode == "train_and_eval" else None)
-        if FLAGS.mode == "train_and_eval" and trainer.is_chief:
+        try:
+            result = trainer.train(eval_fn if FLAGS.mode == "train_and_eval" else None)
+        except loop.NonFiniteLossError as e:
+            logging.error("%s", e)
+            sys.exit(f"ERROR: {e}")
+        if FLAGS.mode == "train_and_eval" and trainer.is_chief and not result.get("preempted"):
             result = loop.evaluate(config, trainer.model, workdir, result["step"])
     else:
         from ondevice_vision.eval.main import evaluate_checkpoint
@@ -61,11 +133,11 @@ def main(argv):
 
 def _headline(metrics: dict) -> dict:
     """JSON-friendly scalars (per-class lists and matrices stay in the metrics file)."""
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) or v is None}
+    return {k: v for k, v in metrics.items() if isinstance(v, (bool, int, float, str)) or v is None}
 
 
 def run():
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

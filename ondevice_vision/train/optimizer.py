@@ -85,15 +85,36 @@ def build_schedule(train_config) -> WarmupSchedule:
     )
 
 
+class _PreSummedGradients:
+    """Takes gradients the train step has already summed over replicas.
+
+    Keras' optimizers all-reduce gradients inside `apply()`, after clipping and after the
+    loss-scale wrapper's finite check, so both would see one replica's share and depend on the
+    replica count. The loop sums the gradients itself first; this skips Keras' second sum.
+    """
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        return list(grads_and_vars)
+
+
+class SGD(_PreSummedGradients, keras.optimizers.SGD):
+    pass
+
+
+class Adam(_PreSummedGradients, keras.optimizers.Adam):
+    pass
+
+
 def build_optimizer(train_config):
+    """Momentum SGD or Adam on the warmup schedule, expecting gradients summed over replicas."""
     schedule = build_schedule(train_config)
     clip = train_config.clip_gradient_norm or None
     if train_config.optimizer == "momentum":
-        optimizer = keras.optimizers.SGD(
+        optimizer = SGD(
             learning_rate=schedule, momentum=train_config.momentum, global_clipnorm=clip
         )
     elif train_config.optimizer == "adam":
-        optimizer = keras.optimizers.Adam(learning_rate=schedule, global_clipnorm=clip)
+        optimizer = Adam(learning_rate=schedule, global_clipnorm=clip)
     else:
         raise ValueError(
             f"train.optimizer must be momentum or adam, got {train_config.optimizer!r}"
