@@ -160,15 +160,29 @@ def step(iterator):
     images, labels = data.next_batch(iterator)
     return mirrored.run(lambda x, y: (x[:, 0], y["id"]), args=(images, labels))
 batches = [[mirrored.experimental_local_results(t) for t in step(iterator)] for _ in range(2)]
+
+from ondevice_vision.configs import common
+from ondevice_vision.train import optimizer
+tc = common.train_config()
+tc.update(optimizer="momentum", momentum=0.0, schedule="constant", base_learning_rate=0.5)
+with mirrored.scope():
+    variable = tf.Variable([0.0])
+    opt = optimizer.build_optimizer(tc)
+    opt.build([variable])
+@tf.function
+def apply():  # each replica passes the gradient already summed over replicas
+    mirrored.run(lambda: opt.apply([tf.constant([1.0])], [variable]))
+apply()
 print(json.dumps({
     "replicas": mirrored.num_replicas_in_sync,
     "checkpointable": data.checkpointable,
     "batches": [[[r.numpy().tolist() for r in t] for t in b] for b in batches],
+    "update": [v.numpy().tolist() for v in mirrored.experimental_local_results(variable)],
 }))
 """
 
 
-def test_mirrored_replicas_get_consecutive_slices_of_the_worker_batch():
+def test_mirrored_replicas_slice_one_pipeline_and_apply_summed_gradients_once():
     """Several replicas in one process share one checkpointable pipeline, sliced per replica."""
     result = subprocess.run(
         [sys.executable, "-c", _MIRRORED_SPLIT],
@@ -181,5 +195,7 @@ def test_mirrored_replicas_get_consecutive_slices_of_the_worker_batch():
     assert result.returncode == 0, result.stderr[-3000:]
     out = train_cli.result_json(result.stdout)
     assert out["replicas"] == 2 and out["checkpointable"]
+    # Applied once per replica copy, not summed again (Keras' default would give -1.0).
+    assert out["update"] == [[-0.5], [-0.5]]
     for k, (images, ids) in enumerate(out["batches"]):
         assert images == ids == [[6 * k, 6 * k + 1, 6 * k + 2], [6 * k + 3, 6 * k + 4, 6 * k + 5]]

@@ -74,14 +74,16 @@ def _config_override_error(argv, error) -> str | None:
 
 
 def parse_flags(argv):
-    """absl's parser, with a clear message for `--config.some.key=...` naming a missing key."""
+    """absl's parser, with a clear message for `--config.some.key=...` naming a missing key
+    (ml_collections raises a bare AttributeError for those)."""
     try:
-        return FLAGS(argv)
+        return app.parse_flags_with_usage(argv)
     except (AttributeError, KeyError) as e:
         message = _config_override_error(argv, e)
         if message is None:
             raise
-        raise flags.Error(message) from e
+        sys.stderr.write(f"FATAL Flags parsing error: {message}\n")
+        sys.exit(1)
 
 
 def main(argv):

@@ -1,0 +1,176 @@
+"""Schedules, optimizer, progress line, run bookkeeping and config errors of the training engine."""
+
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ondevice_vision.configs import common, ssdlite_mobilenet_v3_small_shapes
+from ondevice_vision.train import loop, optimizer, progress, strategy, tasks
+
+STEPS = np.array([0, 1, 5, 9, 10, 11, 40, 77, 99, 100, 130])
+
+
+def _reference(kind, base, total, warmup, warmup_lr, power=0.9, end=0.0):
+    """OD API `cosine_decay_with_warmup` / DeepLab poly, written out in NumPy."""
+    step = STEPS.astype(np.float64)
+    progress_ = np.clip((step - warmup) / max(1, total - warmup), 0, 1)
+    if kind == "cosine":
+        decayed = end + 0.5 * (base - end) * (1 + np.cos(np.pi * progress_))
+    elif kind == "poly":
+        decayed = end + (base - end) * (1 - progress_) ** power
+    else:
+        decayed = np.full_like(step, base)
+    if warmup:
+        return np.where(step < warmup, warmup_lr + (base - warmup_lr) * step / warmup, decayed)
+    return decayed
+
+
+@pytest.mark.parametrize(
+    "kind,warmup,warmup_lr,end",
+    [
+        ("cosine", 10, 0.13333, 0.0),
+        ("cosine", 0, 0.0, 0.01),
+        ("poly", 0, 0.0, 0.0),
+        ("poly", 10, 0.001, 0.0),
+        ("constant", 10, 0.0, 0.0),
+    ],
+)
+def test_schedules_match_reference_formulas(kind, warmup, warmup_lr, end):
+    schedule = optimizer.WarmupSchedule(kind, 0.4, 100, warmup, warmup_lr, end_learning_rate=end)
+    got = np.array([float(schedule(s)) for s in STEPS])
+    reference = _reference(kind, 0.4, 100, warmup, warmup_lr, end=end)
+    np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-7)  # float32 near zero
+    restored = optimizer.WarmupSchedule.from_config(schedule.get_config())
+    assert float(restored(37)) == pytest.approx(float(schedule(37)))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"schedule": "step"}, "train.schedule"),
+        ({"total_steps": 0}, "train.total_steps"),
+        ({"warmup_steps": 100}, "train.warmup_steps"),
+    ],
+)
+def test_schedule_config_errors_name_the_key(kwargs, match):
+    args = {"schedule": "cosine", "base_learning_rate": 0.1, "total_steps": 100, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        optimizer.WarmupSchedule(**args)
+
+
+def test_optimizer_choice_and_errors():
+    tc = common.train_config()
+    tc.optimizer, tc.clip_gradient_norm = "momentum", 0.0
+    sgd = optimizer.build_optimizer(tc)
+    assert isinstance(sgd, keras.optimizers.SGD) and sgd.momentum == 0.9
+    assert sgd.global_clipnorm is None
+    tc.optimizer, tc.clip_gradient_norm = "adam", 5.0
+    adam = optimizer.build_optimizer(tc)
+    assert isinstance(adam, keras.optimizers.Adam) and adam.global_clipnorm == 5.0
+    tc.optimizer = "lamb"
+    with pytest.raises(ValueError, match="train.optimizer"):
+        optimizer.build_optimizer(tc)
+
+
+def test_optimizer_applies_the_gradient_it_is_given_under_a_strategy():
+    """Keras would sum the gradient over replicas again; ours are already summed by the step."""
+    tc = common.train_config()
+    tc.update(optimizer="momentum", momentum=0.0, schedule="constant", base_learning_rate=0.5)
+    tc.clip_gradient_norm = 1.0
+    one = strategy.create_strategy("one_device")
+    with one.scope():
+        variable = tf.Variable([0.0, 0.0])
+        opt = optimizer.build_optimizer(tc)
+        opt.build([variable])
+
+    @tf.function
+    def step():
+        one.run(lambda: opt.apply([tf.constant([3.0, 4.0])], [variable]))
+
+    step()
+    # Clipped to norm 1 ([0.6, 0.8]), times the learning rate.
+    np.testing.assert_allclose(variable.numpy(), [-0.3, -0.4], rtol=1e-6)
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_progress_rate_and_eta_leave_out_the_tracing_interval():
+    clock = _Clock()
+    p = progress.Progress(total_steps=100, global_batch_size=4, start_step=0, clock=clock)
+    clock.now = 30.0  # the first 10 steps include tf.function tracing
+    first = p.update(10)
+    assert first["steps_per_sec"] == pytest.approx(10 / 30) and math.isinf(first["eta_seconds"])
+    clock.now = 31.0
+    second = p.update(20)
+    assert second["steps_per_sec"] == pytest.approx(10.0)
+    assert second["images_per_sec"] == pytest.approx(40.0)
+    assert second["eta_seconds"] == pytest.approx(8.0)
+    clock.now = 33.0
+    third = p.update(30)  # 5 steps/s now, smoothed 0.7 * 10 + 0.3 * 5
+    assert third["eta_seconds"] == pytest.approx(70 / 8.5)
+
+    scalars = {"cls_loss": 0.75, "box_loss": 0.25, "loss": 1.0, "lr": 0.1, "grad_norm": 2.5}
+    assert p.line(20, scalars, second) == (
+        "step  20/100 | loss 1.0000 (cls_loss 0.7500 box_loss 0.2500) | lr 0.10000 | "
+        "grad_norm 2.5 | 10.00 steps/s 40.0 img/s | ETA 8s"
+    )
+    assert p.line(10, scalars, first).endswith("| ETA ?")
+
+
+@pytest.mark.parametrize(
+    "seconds,text", [(0, "0s"), (59.9, "59s"), (61, "1m01s"), (3600, "1h00m"), (90061, "25h01m")]
+)
+def test_format_duration(seconds, text):
+    assert progress.format_duration(seconds) == text
+
+
+def test_next_multiple():
+    assert [loop._next_multiple(s, 5) for s in (0, 4, 5, 9)] == [5, 5, 10, 10]
+    assert loop._next_multiple(3, 0) == 4
+
+
+def _smoke():
+    config = ssdlite_mobilenet_v3_small_shapes.get_config("smoke")
+    config.model.input_size = (32, 32)
+    return config
+
+
+@pytest.mark.parametrize(
+    "key,value,match",
+    [
+        ("nan_policy", "ignore", "train.nan_policy"),
+        ("optimizer", "rmsprop", "train.optimizer"),
+        ("schedule", "exponential", "train.schedule"),
+    ],
+)
+def test_trainer_rejects_bad_train_settings(tmp_path, key, value, match):
+    config = _smoke()
+    config.train[key] = value
+    with pytest.raises(ValueError, match=match):
+        loop.Trainer(config, str(tmp_path), strategy.create_strategy("one_device"))
+
+
+def test_unknown_task_is_named():
+    config = _smoke()
+    config.task = "keypoints"
+    with pytest.raises(ValueError, match="keypoints"):
+        tasks.get_task(config)
+
+
+def test_check_workdir_creates_or_names_the_directory(tmp_path):
+    loop.check_workdir(str(tmp_path / "a" / "b"))
+    assert os.path.isdir(tmp_path / "a" / "b") and not os.listdir(tmp_path / "a" / "b")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(PermissionError, match=f"workdir {blocker}/run is not writable"):
+        loop.check_workdir(str(blocker / "run"))
