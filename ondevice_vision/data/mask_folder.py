@@ -6,7 +6,8 @@
                                   (may also sit in <dir>'s parent, shared by train and eval dirs)
 
 Mask value `ignore_label` (default 255) marks unlabelled pixels; the source rewrites it to 255, the
-ignore value every segmentation source yields. Every mask is fully decoded once with PIL before
+ignore value every segmentation source yields. Corrupt or truncated image files are skipped,
+counted and logged with their path (as in the detection folders); a bad mask is an error. Every mask is fully decoded once with PIL before
 training to check its size and values, so a bad file is reported by name up front rather than
 surfacing as NaNs or an out-of-range gather mid-training. That check costs one read of the dataset:
 fine for the small custom datasets this format is meant for; convert large ones to TFDS instead.
@@ -22,6 +23,7 @@ import tensorflow as tf
 from absl import logging
 from PIL import Image
 
+from ondevice_vision.data import image_decode
 from ondevice_vision.data.label_map import LabelMap
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -70,11 +72,14 @@ def list_files(directory: str, num_classes: int, ignore_label: int = 255) -> Mas
             f"(0..{num_classes - 1} are the classes of {directory})"
         )
 
+    names = [n for n in sorted(os.listdir(image_dir)) if _is_image(n)]
+    checks = image_decode.check_image_files([os.path.join(image_dir, n) for n in names])
+    image_decode.log_bad_images(checks, image_dir)
     image_paths, mask_paths, needs_pil, stems = [], [], [], []
-    for name in sorted(os.listdir(image_dir)):
-        stem, ext = os.path.splitext(name)
-        if ext.lower() not in IMAGE_EXTENSIONS:
+    for name, check in zip(names, checks, strict=True):
+        if check.problem is not None:
             continue
+        stem = os.path.splitext(name)[0]
         image_path = os.path.join(image_dir, name)
         mask_path = os.path.join(mask_dir, stem + ".png")
         if not os.path.isfile(mask_path):
@@ -86,12 +91,16 @@ def list_files(directory: str, num_classes: int, ignore_label: int = 255) -> Mas
         stems.append(stem)
 
     if not image_paths:
-        raise ValueError(f"No {'/'.join(IMAGE_EXTENSIONS)} images found in {image_dir}")
+        raise ValueError(f"No usable {'/'.join(IMAGE_EXTENSIONS)} images found in {image_dir}")
     if os.path.isdir(mask_dir):
         unpaired = len(os.listdir(mask_dir)) - len(mask_paths)
         if unpaired > 0:
             logging.info("%s: %d files without a matching image skipped", mask_dir, unpaired)
     return MaskFolderFiles(image_paths, mask_paths, needs_pil, stems)
+
+
+def _is_image(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
 def _check_pair(image_path: str, mask_path: str, num_classes: int, ignore_label: int) -> str:
