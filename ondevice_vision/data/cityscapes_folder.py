@@ -6,8 +6,10 @@
 
 Masks come from *_labelTrainIds.png when cityscapesscripts' createTrainIdLabelImgs has written them,
 else from *_labelIds.png mapped to trainIds in the graph. Every pair is checked before training starts
-(presence, PNG mode and size, read from the PNG headers only) so a broken tree fails at once with
-the offending file named, not hours into a run inside tf.data.
+(presence, PNG mode and size from the headers; every file's chunks and CRCs with PIL's verify, in
+threads) so a broken tree fails at once with the offending file named, not hours into a run
+inside tf.data. Corrupt files are errors here, not skipped: Cityscapes is a fixed benchmark whose
+official evaluation needs every image.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import tensorflow as tf
 from absl import logging
 from PIL import Image
 
-from ondevice_vision.data import cityscapes_labels
+from ondevice_vision.data import cityscapes_labels, image_decode
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 TRAIN_IDS_SUFFIX = "_gtFine_labelTrainIds.png"
@@ -84,6 +86,10 @@ def list_files(root: str, split: str) -> CityscapesFiles:
 
     if not image_paths:
         raise ValueError(f"No *{IMAGE_SUFFIX} images found under {image_dir}")
+    bad = [c for c in image_decode.check_image_files(image_paths + mask_paths) if c.problem]
+    if bad:
+        listed = "; ".join(f"{c.path}: {c.problem}" for c in bad[:5])
+        raise ValueError(f"{len(bad)} unreadable Cityscapes files under {root}: {listed}")
     if missing_label_ids:
         logging.warning(
             "%d of %d images in %s have no *%s; the official evaluator cannot run on this split.",
