@@ -1,8 +1,9 @@
 """Bad input the data tests do not already cover (docs/bad_input_policy.md lists where each case
 is tested): command-line mistakes, empty datasets, PNG bytes in .jpg files, images without boxes,
-more classes than the model has, out-of-range Cityscapes trainIds."""
+more classes than the model has, corrupt segmentation images, out-of-range Cityscapes trainIds."""
 
 import json
+import logging
 import os
 
 import numpy as np
@@ -12,7 +13,13 @@ import train_cli
 from PIL import Image
 
 from ondevice_vision.configs import ssdlite_mobilenet_v3_small_shapes
-from ondevice_vision.data import cityscapes_folder, coco_folder, image_decode, voc_folder
+from ondevice_vision.data import (
+    cityscapes_folder,
+    coco_folder,
+    image_decode,
+    mask_folder,
+    voc_folder,
+)
 from ondevice_vision.data.label_map import LabelMap
 from ondevice_vision.train import detection_task
 
@@ -143,3 +150,36 @@ def test_cityscapes_train_ids_outside_the_classes_name_the_file(tmp_path):
     assert set(np.unique(good["mask"])) == {5, 255}
     with pytest.raises(tf.errors.InvalidArgumentError, match="ulm_000001_000019_gtFine_labelT"):
         next(iterator)
+
+
+def _truncated_copy(source, target):
+    data = source.read_bytes()
+    target.write_bytes(data[: len(data) // 2])
+
+
+def test_mask_folder_skips_corrupt_images_counted_and_logged(tmp_path, caplog):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "classes.txt").write_text("background\nthing\n")
+    for stem in ("a", "b", "c"):
+        Image.fromarray(_pixels(16, 16)).save(tmp_path / "images" / f"{stem}.jpg", quality=95)
+        Image.fromarray(np.ones((16, 16), np.uint8)).save(tmp_path / "masks" / f"{stem}.png")
+    _truncated_copy(tmp_path / "images" / "a.jpg", tmp_path / "images" / "b.jpg")
+    (tmp_path / "images" / "c.jpg").write_bytes(b"not an image")
+    with caplog.at_level(logging.WARNING):
+        ds, _ = mask_folder.load(str(tmp_path))
+    assert [e["image_id"] for e in ds.as_numpy_iterator()] == [b"a"]
+    assert "b.jpg" in caplog.text and "c.jpg" in caplog.text and "skipped 2 of 3" in caplog.text
+
+
+def test_cityscapes_corrupt_files_are_named_up_front(tmp_path):
+    image_dir = tmp_path / "leftImg8bit" / "val" / "ulm"
+    label_dir = tmp_path / "gtFine" / "val" / "ulm"
+    image_dir.mkdir(parents=True)
+    label_dir.mkdir(parents=True)
+    stem = "ulm_000000_000019"
+    Image.fromarray(_pixels(8, 16)).save(tmp_path / "full.png")
+    _truncated_copy(tmp_path / "full.png", image_dir / f"{stem}_leftImg8bit.png")
+    Image.fromarray(np.zeros((8, 16), np.uint8)).save(label_dir / f"{stem}_gtFine_labelIds.png")
+    with pytest.raises(ValueError, match=f"{stem}_leftImg8bit.png: corrupt image"):
+        cityscapes_folder.list_files(str(tmp_path), "val")
