@@ -150,6 +150,41 @@ def tf_example(encoded: bytes) -> bytes:
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
+def confident(outputs, i, threshold=0.5):
+    """Image i's detections scoring above threshold, as boxes / classes / scores."""
+    keep = outputs["detection_scores"][i] > threshold
+    return {
+        "boxes": outputs["detection_boxes"][i][keep],
+        "classes": outputs["detection_classes"][i][keep],
+        "scores": outputs["detection_scores"][i][keep],
+    }
+
+
+def assert_same_detections(got, want, atol=1e-3, threshold=0.5):
+    """Same detections (class, box and score within atol), in any order.
+
+    Two runtimes (or graph vs eager TensorFlow) round differently; on the high-gain random
+    networks of `lively_model` that moves scores by up to a few 1e-4.
+    Detections scoring within 1e-3 of the threshold may fall on either side in one runtime.
+    """
+
+    def decided(d):
+        return [j for j in range(len(d["scores"])) if d["scores"][j] > threshold + 1e-3]
+
+    unmatched = set(range(len(want["scores"])))
+    for j in decided(got):
+        match = [
+            k
+            for k in unmatched
+            if want["classes"][k] == got["classes"][j]
+            and abs(want["scores"][k] - got["scores"][j]) <= atol
+            and np.abs(want["boxes"][k] - got["boxes"][j]).max() <= atol
+        ]
+        assert match, f"detection {j} {got['classes'][j]} {got['scores'][j]} has no counterpart"
+        unmatched.remove(match[0])
+    assert not unmatched & set(decided(want)), "detections missing"
+
+
 # --------------------------------------------------------------------------- checks
 
 

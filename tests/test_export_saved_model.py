@@ -1,5 +1,6 @@
 """SavedModel export: reloaded in a fresh process with plain TensorFlow, every signature must agree
-with the in-memory model; the export directory is written atomically and carries its labels."""
+with the in-memory model (to 1e-4); its outputs are the Keras model's detections / class maps; the
+export directory is written atomically and carries its labels."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from test_export_fixtures import (
+    assert_same_detections,
+    confident,
     detection_config,
     eval_images,
     label_map,
@@ -23,6 +26,7 @@ from test_export_fixtures import (
 )
 
 from ondevice_vision.data.label_map import LabelMap
+from ondevice_vision.export import serving
 from ondevice_vision.export.atomic_dir import atomic_directory
 from ondevice_vision.export.export_info import read_export_files
 from ondevice_vision.export.saved_model import export_saved_model
@@ -75,6 +79,8 @@ def exports(tmp_path_factory):
         encoded = [png_bytes(p) for p in pictures]
         np.save(root / f"{config.task}_images.npy", images)
         cases[config.task] = {
+            "encoded": encoded,
+            "examples": [tf_example(e) for e in encoded],
             "config": config,
             "model": model,
             "labels": labels,
@@ -111,56 +117,85 @@ def _reloaded(case, signature):
     return {key: v for (name, key), v in case["reloaded"].items() if name == signature}
 
 
-def _in_memory_detections(case, image):
-    """What the in-memory model predicts for one uint8 image of any size, with dataset ids."""
+def _in_memory_export(case):
+    """The serving functions on the in-memory model, traced as the SavedModel traces them."""
+    functions = serving.serving_functions(
+        case["config"].task, case["config"], case["model"], case["labels"], None, True
+    )
+    feeds = {
+        "serving_default": (
+            tf.TensorSpec([None, None, None, 3], tf.uint8),
+            tf.constant(case["images"]),
+        ),
+        "image_bytes": (tf.TensorSpec([None], tf.string), tf.constant(case["encoded"])),
+        "tf_example": (tf.TensorSpec([None], tf.string), tf.constant(case["examples"])),
+    }
+    outputs = {}
+    for name, (spec, value) in feeds.items():
+        fn = tf.function(getattr(functions, name), input_signature=[spec], autograph=False)
+        outputs[name] = {k: v.numpy() for k, v in fn(value).items()}
+    return outputs
+
+
+@pytest.mark.parametrize("task", ["detection", "segmentation"])
+def test_every_signature_matches_the_in_memory_model(exports, task):
+    case = exports[task]
+    in_memory = _in_memory_export(case)
+    assert set(in_memory) == {"serving_default", "image_bytes", "tf_example"}
+    for signature, want in in_memory.items():
+        got = _reloaded(case, signature)
+        assert set(got) == set(want), signature
+        for key, value in want.items():
+            assert got[key].shape == value.shape, (signature, key)
+            if np.issubdtype(value.dtype, np.floating):
+                assert np.abs(got[key] - value).max() <= TOL, (signature, key)
+            else:
+                np.testing.assert_array_equal(got[key], value, err_msg=f"{signature} {key}")
+
+
+def _eager_detections(case, image):
+    """The Keras model + post-processing, eagerly, on one uint8 image; classes as dataset ids."""
     config = case["config"]
     resized = tf.image.resize(tf.constant(image[None], tf.float32), config.model.input_size)
     det = detection_task.predict(config, case["model"], tf.clip_by_value(resized, 0.0, 255.0))
-    det = {k: v.numpy()[0] for k, v in det.items()}
-    n = det["num_detections"]
-    ids = np.asarray(case["labels"].dataset_ids)[det["detection_classes"]]
-    det["detection_classes"] = np.where(np.arange(len(ids)) < n, ids, 0)
+    det = {k: v.numpy() for k, v in det.items()}
+    det["detection_classes"] = np.asarray(case["labels"].dataset_ids)[det["detection_classes"]]
     return det
 
 
-def _assert_same_detections(got, want):
-    assert int(got["num_detections"]) == int(want["num_detections"])
-    n = int(want["num_detections"])
-    assert n > 0
-    np.testing.assert_allclose(got["detection_scores"], want["detection_scores"], atol=TOL)
-    np.testing.assert_allclose(got["detection_boxes"], want["detection_boxes"], atol=TOL)
-    np.testing.assert_array_equal(got["detection_classes"][:n], want["detection_classes"][:n])
-    assert set(got) == {
+def test_detection_outputs_are_the_models_detections_with_dataset_ids(exports):
+    """Semantics, against the eager model: resize, NMS, id mapping (graph and eager TensorFlow
+    round differently, hence assert_same_detections' tolerance)."""
+    case = exports["detection"]
+    served = _reloaded(case, "serving_default")
+    assert set(served) == {
         "detection_boxes",
         "detection_classes",
         "detection_scores",
         "num_detections",
     }
-
-
-def test_detection_signatures_match_the_in_memory_model(exports):
-    case = exports["detection"]
-    ids = set(case["labels"].dataset_ids)
-    served = _reloaded(case, "serving_default")
+    total = 0
     for i, image in enumerate(case["images"]):
-        want = _in_memory_detections(case, image)
-        _assert_same_detections({k: v[i] for k, v in served.items()}, want)
-        assert set(want["detection_classes"][: want["num_detections"]]) <= ids
-    for signature in ("image_bytes", "tf_example"):
-        got = _reloaded(case, signature)
-        for i, picture in enumerate(case["pictures"]):
-            _assert_same_detections(
-                {k: v[i] for k, v in got.items()}, _in_memory_detections(case, picture)
-            )
+        want = _eager_detections(case, image)
+        assert_same_detections(confident(served, i, 0.2), confident(want, 0, 0.2))
+        n = served["num_detections"][i]
+        assert set(served["detection_classes"][i][:n]) <= set(case["labels"].dataset_ids)
+        assert (served["detection_classes"][i][n:] == 0).all()
+        total += len(confident(want, 0, 0.2)["scores"])
+    assert total >= 4
+    got = _reloaded(case, "image_bytes")
+    cropped = case["pictures"][1]
+    assert_same_detections(
+        confident(got, 1, 0.2), confident(_eager_detections(case, cropped), 0, 0.2)
+    )
 
 
-def test_segmentation_signatures_match_the_in_memory_model(exports):
+def test_segmentation_outputs_are_the_models_maps(exports):
     case = exports["segmentation"]
     logits = case["model"](case["images"].astype("float32")).numpy()
-    probabilities = tf.nn.softmax(logits).numpy()
     served = _reloaded(case, "serving_default")
-    np.testing.assert_allclose(served["probabilities"], probabilities, atol=TOL)
-    np.testing.assert_array_equal(served["semantic_map"], logits.argmax(-1))
+    np.testing.assert_allclose(served["probabilities"], tf.nn.softmax(logits).numpy(), atol=1e-3)
+    assert (served["semantic_map"] == logits.argmax(-1)).mean() > 0.999
     assert served["semantic_map"].shape == case["images"].shape[:3]
     for signature in ("image_bytes", "tf_example"):
         got = _reloaded(case, signature)
@@ -169,9 +204,9 @@ def test_segmentation_signatures_match_the_in_memory_model(exports):
             h, w = picture.shape[:2]
             want = case["model"](picture[None].astype("float32")).numpy()[0]
             np.testing.assert_allclose(
-                got["probabilities"][i, :h, :w], tf.nn.softmax(want).numpy(), atol=TOL
+                got["probabilities"][i, :h, :w], tf.nn.softmax(want).numpy(), atol=1e-3
             )
-            np.testing.assert_array_equal(got["semantic_map"][i, :h, :w], want.argmax(-1))
+            assert (got["semantic_map"][i, :h, :w] == want.argmax(-1)).mean() > 0.999
             # Padding past the image: class -1, probability 0.
             assert (got["semantic_map"][i, h:] == -1).all()
             assert (got["semantic_map"][i, :, w:] == -1).all()

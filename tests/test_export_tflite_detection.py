@@ -11,14 +11,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
-from test_export_fixtures import detection_config, eval_images, label_map, lively_model
+from test_export_fixtures import (
+    assert_same_detections,
+    confident,
+    detection_config,
+    eval_images,
+    label_map,
+    lively_model,
+)
 
 from ondevice_vision.export import serving, tflite
 from ondevice_vision.export.exported_model import load_exported_model
 from ondevice_vision.heads import box_coder
 from ondevice_vision.train import detection_task
-
-SCORE = 0.5  # detections compared: those scoring above this
 
 
 @pytest.fixture(scope="module")
@@ -48,47 +53,13 @@ def case(tmp_path_factory):
     }
 
 
-def _confident(outputs, i):
-    keep = outputs["detection_scores"][i] > SCORE
-    return {
-        "boxes": outputs["detection_boxes"][i][keep],
-        "classes": outputs["detection_classes"][i][keep],
-        "scores": outputs["detection_scores"][i][keep],
-    }
-
-
-def _assert_same(got, want, atol=1e-3):
-    """Same detections (class, box and score within atol), in any order.
-
-    TFLite's float kernels (XNNPACK) round differently from TensorFlow's: scores differ by up to
-    a few 1e-4 on this deliberately high-gain random network.
-    Detections scoring within 1e-3 of the threshold may fall on either side in one runtime.
-    """
-
-    def decided(d):
-        return [j for j in range(len(d["scores"])) if d["scores"][j] > SCORE + 1e-3]
-
-    unmatched = set(range(len(want["scores"])))
-    for j in decided(got):
-        match = [
-            k
-            for k in unmatched
-            if want["classes"][k] == got["classes"][j]
-            and abs(want["scores"][k] - got["scores"][j]) <= atol
-            and np.abs(want["boxes"][k] - got["boxes"][j]).max() <= atol
-        ]
-        assert match, f"detection {j} {got['classes'][j]} {got['scores'][j]} has no counterpart"
-        unmatched.remove(match[0])
-    assert not unmatched & set(decided(want)), "detections missing"
-
-
 def test_float_tflite_with_regular_nms_matches_the_saved_model(case):
     served = case["serve"](case["images"])
     lite = case["models"]["regular"].predict(case["images"])
     total = 0
     for i in range(len(case["images"])):
-        want = _confident(served, i)
-        _assert_same(_confident(lite, i), want)
+        want = confident(served, i)
+        assert_same_detections(confident(lite, i), want)
         total += len(want["scores"])
     assert total >= 8  # the comparison is not vacuous
     assert set(np.unique(lite["detection_classes"])) <= {0, *case["labels"].dataset_ids}
@@ -128,10 +99,10 @@ def test_fast_nms_tflite_matches_a_numpy_reference(case):
     total = 0
     for i, image in enumerate(case["images"]):
         want = _fast_nms_reference(case["config"], case["model"], image)
-        confident = want["scores"] > SCORE
-        want = {k: v[confident] for k, v in want.items()}
+        above = want["scores"] > 0.5
+        want = {k: v[above] for k, v in want.items()}
         want["classes"] = ids[want["classes"]]
-        _assert_same(_confident(lite, i), want)
+        assert_same_detections(confident(lite, i), want)
         total += len(want["scores"])
     assert total >= 8
 
@@ -161,4 +132,4 @@ def test_any_image_size_is_resized_to_the_model_input(case):
     bigger = tf.image.resize(image[None], (200, 160), method="nearest").numpy().astype(np.uint8)
     lite = case["models"]["regular"].predict(bigger)
     served = case["serve"](bigger)
-    _assert_same(_confident(lite, 0), _confident(served, 0))
+    assert_same_detections(confident(lite, 0), confident(served, 0))

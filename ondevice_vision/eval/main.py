@@ -19,13 +19,17 @@ from absl import app, flags
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:arg]).")
-flags.DEFINE_string("workdir", None, "Training workdir (checkpoints/ inside); results go here.")
-flags.DEFINE_string("checkpoint", None, "A checkpoint prefix or directory (default: latest).")
-flags.DEFINE_string("saved_model", None, "Evaluate this SavedModel export directory instead.")
-flags.DEFINE_string("tflite", None, "Evaluate this TFLite model (or its export directory).")
-flags.DEFINE_integer("num_threads", None, "TFLite interpreter threads (default: TFLite's).")
-flags.mark_flags_as_required(["config"])
+
+
+def define_flags():
+    """Called by run(): importing this module (train/main.py, tests) defines no flags."""
+    config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:arg]).")
+    flags.DEFINE_string("workdir", None, "Training workdir (checkpoints/ inside); results go here.")
+    flags.DEFINE_string("checkpoint", None, "A checkpoint prefix or directory (default: latest).")
+    flags.DEFINE_string("saved_model", None, "Evaluate this SavedModel export directory instead.")
+    flags.DEFINE_string("tflite", None, "Evaluate this TFLite model (or its export directory).")
+    flags.DEFINE_integer("num_threads", None, "TFLite interpreter threads (default: TFLite's).")
+    flags.mark_flags_as_required(["config"])
 
 
 def evaluate_checkpoint(config, workdir: str, checkpoint: str | None = None) -> dict:
@@ -118,6 +122,7 @@ def main(argv):
 
 
 def run():
+    define_flags()
     app.run(main)
 
 

@@ -17,32 +17,37 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:arg]).")
-flags.DEFINE_string("workdir", None, "Training workdir (checkpoints/ inside).")
-flags.DEFINE_string("checkpoint", None, "A checkpoint prefix or directory (default: latest).")
-flags.DEFINE_string("export_dir", None, "Output directory (must not exist unless --overwrite).")
-flags.DEFINE_enum("format", "saved_model", ["saved_model", "tflite"], "What to write.")
-flags.DEFINE_enum("quantization", "none", ["none", "fp16", "int8"], "TFLite quantization.")
-flags.DEFINE_string(
-    "input_size",
-    None,
-    "HEIGHT,WIDTH the network runs at. Detection: default model.input_size. Segmentation "
-    "SavedModel: default each image's own size; segmentation TFLite: default model.input_size, "
-    "else data.eval_size, else data.crop_size.",
-)
-flags.DEFINE_integer("num_calibration_images", 100, "int8: training images for calibration.")
-flags.DEFINE_boolean(
-    "use_regular_nms",
-    False,
-    "Detection TFLite: per-class NMS (as the SavedModel) instead of the OD API's fast "
-    "class-agnostic NMS.",
-)
-flags.DEFINE_boolean(
-    "with_probabilities", False, "Segmentation SavedModel: add the probabilities output."
-)
-flags.DEFINE_string("label_map", None, "A labels.json to use instead of the config's data.")
-flags.DEFINE_boolean("overwrite", False, "Replace an existing export directory.")
-flags.mark_flags_as_required(["config", "export_dir"])
+
+
+def define_flags():
+    """Called by run(): importing this module (tests, other tools) defines no flags."""
+    config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:arg]).")
+    flags.DEFINE_string("workdir", None, "Training workdir (checkpoints/ inside).")
+    flags.DEFINE_string("checkpoint", None, "A checkpoint prefix or directory (default: latest).")
+    flags.DEFINE_string("export_dir", None, "Output directory (must not exist unless --overwrite).")
+    flags.DEFINE_enum("format", "saved_model", ["saved_model", "tflite"], "What to write.")
+    flags.DEFINE_enum("quantization", "none", ["none", "fp16", "int8"], "TFLite quantization.")
+    flags.DEFINE_string(
+        "input_size",
+        None,
+        "HEIGHT,WIDTH the network runs at. Detection: default model.input_size. Segmentation "
+        "SavedModel: default each image's own size; segmentation TFLite: default model.input_size, "
+        "else data.eval_size, else data.crop_size.",
+    )
+    flags.DEFINE_integer("num_calibration_images", 100, "int8: training images for calibration.")
+    flags.DEFINE_boolean(
+        "use_regular_nms",
+        False,
+        "Detection TFLite: per-class NMS (as the SavedModel) instead of the OD API's fast "
+        "class-agnostic NMS. LiteRT computes it wrongly with several threads, so such models "
+        "run single-threaded in ondevice-eval / ondevice-predict.",
+    )
+    flags.DEFINE_boolean(
+        "with_probabilities", False, "Segmentation SavedModel: add the probabilities output."
+    )
+    flags.DEFINE_string("label_map", None, "A labels.json to use instead of the config's data.")
+    flags.DEFINE_boolean("overwrite", False, "Replace an existing export directory.")
+    flags.mark_flags_as_required(["config", "export_dir"])
 
 
 def parse_size(text: str | None):
@@ -178,6 +183,7 @@ def main(argv):
 
 
 def run():
+    define_flags()
     app.run(main)
 
 

@@ -22,15 +22,20 @@ from ondevice_vision.data.image_decode import check_image_file
 from ondevice_vision.export import drawing
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string(
-    "model", None, "SavedModel export directory, or a .tflite file / its directory."
-)
-flags.DEFINE_string("input", None, "An image file or a folder of images (not recursive).")
-flags.DEFINE_string("output", None, "Directory for predictions.json and the pictures.")
-flags.DEFINE_float("score_threshold", 0.3, "Detection: lowest score reported and drawn.")
-flags.DEFINE_float("alpha", 0.5, "Segmentation: opacity of the class colours.")
-flags.DEFINE_integer("num_threads", None, "TFLite interpreter threads.")
-flags.mark_flags_as_required(["model", "input", "output"])
+
+
+def define_flags():
+    """Called by run(): importing this module (tests, other tools) defines no flags."""
+    flags.DEFINE_string(
+        "model", None, "SavedModel export directory, or a .tflite file / its directory."
+    )
+    flags.DEFINE_string("input", None, "An image file or a folder of images (not recursive).")
+    flags.DEFINE_string("output", None, "Directory for predictions.json and the pictures.")
+    flags.DEFINE_float("score_threshold", 0.3, "Detection: lowest score reported and drawn.")
+    flags.DEFINE_float("alpha", 0.5, "Segmentation: opacity of the class colours.")
+    flags.DEFINE_integer("num_threads", None, "TFLite interpreter threads.")
+    flags.mark_flags_as_required(["model", "input", "output"])
+
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 RESULTS_FILE = "predictions.json"
@@ -195,6 +200,7 @@ def main(argv):
 
 
 def run():
+    define_flags()
     app.run(main)
 
 
