@@ -126,8 +126,7 @@ class _SegmentationFunctions:
         _, sizes, arrays = tf.while_loop(
             lambda i, *_: i < count, body, (tf.constant(0), sizes, arrays)
         )
-        sizes = sizes.stack()
-        sizes = tf.reshape(sizes, [-1, 2])
+        sizes = tf.reshape(sizes.stack(), [-1, 2])
         largest = tf.reduce_max(tf.concat([sizes, tf.zeros([1, 2], tf.int32)], 0), axis=0)
 
         def padded(key, value):

@@ -32,7 +32,7 @@ from absl import logging
 from ondevice_vision.data.label_map import LabelMap
 from ondevice_vision.export.atomic_dir import atomic_directory
 from ondevice_vision.export.export_info import TFLITE_FILE, ExportInfo, write_export_files
-from ondevice_vision.train import detection_task
+from ondevice_vision.train import detection_task, tasks
 
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 
@@ -126,7 +126,6 @@ def tflite_graph_archive(config, model, input_size, use_regular_nms: bool = Fals
 
 def representative_images(config, input_size, num_images: int):
     """Generator factory: `num_images` training-pipeline images resized to input_size, batch 1."""
-    from ondevice_vision.train import tasks
 
     def generate():
         dataset, _ = tasks.get_task(config).build_dataset(config, "train", 1)
