@@ -32,6 +32,7 @@ def test_nan_stop_then_sigterm_then_sigkill_then_resume_to_the_end(tmp_path):
     """One run through every fault, each restart resuming where the last one left off."""
     workdir = tmp_path / "run"
     common = (f"--config.train.total_steps={TOTAL}", "--config.train.log_every_steps=1")
+    config = train_cli.SEGMENTATION_SMOKE
 
     # 1. A NaN loss at step 3 stops the run, naming the step; the step-2 checkpoint stays.
     code, output = train_cli.run(
@@ -40,6 +41,7 @@ def test_nan_stop_then_sigterm_then_sigkill_then_resume_to_the_end(tmp_path):
         "--config.train.checkpoint_every_steps=2",
         f"--config.train.debug_nan_at_step={NAN_STEP}",
         log_path=tmp_path / "1_nan.log",
+        config=config,
     )
     assert code != 0
     assert f"Non-finite loss or gradient at step {NAN_STEP}; stopped without saving" in output
@@ -48,7 +50,7 @@ def test_nan_stop_then_sigterm_then_sigkill_then_resume_to_the_end(tmp_path):
     _assert_finite_weights(str(workdir / "checkpoints" / "ckpt-2"))
 
     # 2. Resumes from step 2 (with the data position); SIGTERM: checkpoint, exit status 0.
-    process = train_cli.start(workdir, *common, log_path=tmp_path / "2_sigterm.log")
+    process = train_cli.start(workdir, *common, log_path=tmp_path / "2_sigterm.log", config=config)
     train_cli.wait_for(train_cli.log_contains(process, f"step  4/{TOTAL}"), process)
     process.send_signal(signal.SIGTERM)
     code, output = train_cli.finish(process, timeout=120)
@@ -67,6 +69,7 @@ def test_nan_stop_then_sigterm_then_sigkill_then_resume_to_the_end(tmp_path):
         *common,
         "--config.train.checkpoint_every_steps=1",
         log_path=tmp_path / "3_sigkill.log",
+        config=config,
     )
     train_cli.wait_for(lambda: _latest_step(workdir) > stopped, process, poll=0.05)
     random_delay = random.uniform(0.0, 2.0)
@@ -93,6 +96,7 @@ def test_nan_stop_then_sigterm_then_sigkill_then_resume_to_the_end(tmp_path):
         "--config.train.nan_policy=skip",
         f"--config.train.debug_nan_at_step={skip_at}",
         log_path=tmp_path / "4_resume.log",
+        config=config,
     )
     assert code == 0, output[-3000:]
     assert f"ckpt-{killed_at}" in output and "Resumed from" in output

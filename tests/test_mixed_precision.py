@@ -77,6 +77,7 @@ def test_bfloat16_training_run_on_cpu(tmp_path):
         "--config.train.total_steps=3",
         "--config.train.log_every_steps=1",
         "--config.train.checkpoint_every_steps=3",
+        config=train_cli.SEGMENTATION_SMOKE,
     )
     assert code == 0, output[-3000:]
     assert "Mixed precision: layers compute in bfloat16" in output

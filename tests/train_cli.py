@@ -18,6 +18,8 @@ import tensorflow as tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = "ondevice_vision/configs/ssdlite_mobilenet_v3_small_shapes.py:smoke"
+# Half the start-up cost of the detector (fewer layers to trace), for tests that need any model.
+SEGMENTATION_SMOKE = "ondevice_vision/configs/lraspp_mobilenet_v3_small_shapes.py:smoke"
 # Same examples in the same order on any number of workers: no augmentation, no shuffling.
 DETERMINISTIC_DATA = ("--config.data.augment=False", "--config.train.shuffle_buffer=1")
 
