@@ -43,7 +43,10 @@ class NonFiniteLossError(RuntimeError):
 
 
 class _Preemption:
-    """SIGTERM / SIGINT set a flag; the loop checkpoints and exits at the next step boundary."""
+    """SIGTERM / SIGINT set a flag; the loop checkpoints and exits at the next step boundary.
+
+    A second Ctrl-C interrupts at once (the last checkpoint stays the latest).
+    """
 
     def __init__(self):
         self.requested = False
@@ -59,6 +62,8 @@ class _Preemption:
 
     def _handle(self, signum, frame):
         del frame
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without the checkpoint
         logging.warning("Signal %d received: checkpointing and stopping.", signum)
         self.requested = True
 
