@@ -22,6 +22,7 @@ def get_config(arg=None):
     config.data.min_scale = 0.75
     config.data.max_scale = 1.25
     config.train.batch_size = 16
+    config.train.shuffle_buffer = 256  # keeps the saved iterator state (checkpoints) small
     config.train.total_steps = 300
     config.train.optimizer = "adam"
     config.train.base_learning_rate = 3e-3

@@ -20,6 +20,7 @@ def get_config(arg=None):
     config.data.num_train = 1024
     config.data.num_eval = 128
     config.train.batch_size = 16
+    config.train.shuffle_buffer = 256  # keeps the saved iterator state (checkpoints) small
     config.train.total_steps = 600
     config.train.optimizer = "adam"
     config.train.base_learning_rate = 3e-3
