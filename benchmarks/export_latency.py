@@ -80,10 +80,10 @@ def _time(fn, runs, warmup):
 def _measure(key, workdir, runs):
     import tensorflow as tf
 
+    from ondevice_vision import tasks
     from ondevice_vision.export import tflite
     from ondevice_vision.export.exported_model import load_exported_model
     from ondevice_vision.export.saved_model import export_saved_model
-    from ondevice_vision.train import tasks
 
     name, config, label_map, size = _models()[key]
     model = tasks.get_task(config).build_model(config)

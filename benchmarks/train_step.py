@@ -82,8 +82,8 @@ def main(argv):
     if FLAGS.threads:
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
-    from ondevice_vision.train import loop
     from ondevice_vision.train.strategy import create_strategy
+    from ondevice_vision.train.trainer import Trainer
 
     result = {"task": FLAGS.task, "batch_size": FLAGS.batch_size, "threads": FLAGS.threads}
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,7 +112,7 @@ def main(argv):
         config.train.batch_size = FLAGS.batch_size
         config.train.shuffle_buffer = 16
         config.train.total_steps = 10**6
-        trainer = loop.Trainer(config, tmp, create_strategy("one_device"))
+        trainer = Trainer(config, tmp, create_strategy("one_device"))
         train_loop = trainer._build_train_loop()
         dataset = trainer._train_dataset(None)
         result["pipeline_images_per_sec"] = round(_pipeline_images_per_sec(dataset), 1)

@@ -31,20 +31,22 @@ def _load_config(name):
 
 
 def _train_and_evaluate(name: str, workdir: str) -> dict:
-    from ondevice_vision.train import loop
+    from ondevice_vision import files
+    from ondevice_vision.eval.evaluate import evaluate
     from ondevice_vision.train.strategy import create_strategy
+    from ondevice_vision.train.trainer import Trainer
 
     config = _load_config(name)
     if FLAGS.steps:
         config.train.total_steps = FLAGS.steps
         config.train.warmup_steps = min(config.train.warmup_steps, FLAGS.steps // 4)
         config.train.checkpoint_every_steps = FLAGS.steps
-    loop.check_workdir(workdir)
+    files.check_writable_dir(workdir)
     start = time.perf_counter()
-    trainer = loop.Trainer(config, workdir, create_strategy("auto"))
+    trainer = Trainer(config, workdir, create_strategy("auto"))
     trainer.train()
     train_seconds = time.perf_counter() - start
-    metrics = loop.evaluate(config, trainer.model, workdir, int(trainer.step.numpy()))
+    metrics = evaluate(config, trainer.model, workdir, int(trainer.step.numpy()))
     picture = os.path.join(workdir, "eval", f"predictions_{int(trainer.step.numpy())}.png")
     return {
         "config": name,

@@ -13,6 +13,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from ondevice_vision.backbones import BACKBONES
+from ondevice_vision.sizes import parse_size
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", None, list(BACKBONES), "Backbone to describe (or use --config).")
@@ -120,16 +121,10 @@ def format_table(rows) -> str:
 
 
 def parse_input_size(text) -> tuple[int, int]:
-    parts = [p for p in str(text).replace("x", ",").split(",") if p.strip()]
     try:
-        sizes = [int(p) for p in parts]
-    except ValueError:
-        sizes = []
-    if len(sizes) == 1:
-        sizes = sizes * 2
-    if len(sizes) != 2 or min(sizes) <= 0:
-        raise app.UsageError(f"--input_size must be N or H,W with positive integers, got {text!r}")
-    return sizes[0], sizes[1]
+        return parse_size(text)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
 
 
 def describe(model, input_size) -> dict:
@@ -152,7 +147,7 @@ def main(argv):
         names = ", ".join(BACKBONES)
         raise app.UsageError(f"Give --model=NAME (one of {names}) or --config=FILE")
     if config is not None:
-        from ondevice_vision.train import tasks
+        from ondevice_vision import tasks
 
         model = tasks.get_task(config).build_model(config)
         size = (

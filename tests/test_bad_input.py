@@ -21,7 +21,7 @@ from ondevice_vision.data import (
     voc_folder,
 )
 from ondevice_vision.data.label_map import LabelMap
-from ondevice_vision.train import detection_task
+from ondevice_vision.tasks import detection as detection_task
 
 
 def test_command_line_mistakes_are_named(tmp_path):

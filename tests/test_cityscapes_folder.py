@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ondevice_vision.configs import base_segmentation
 from ondevice_vision.data import cityscapes_folder, cityscapes_labels, segmentation_sources
 
 H, W = 32, 64
@@ -53,14 +54,13 @@ def test_reads_images_and_train_id_masks(tmp_path, with_train_ids):
 
 def test_dispatcher_fills_file_paths_for_official_evaluator(tmp_path):
     written = _write_tree(tmp_path, split="val", with_train_ids=True)
-    cfg = segmentation_sources.default_data_config()
+    cfg = base_segmentation.segmentation_data_config()
     cfg.source = "cityscapes_folder"
     cfg.root = str(tmp_path)
-    ds, label_map, extras = segmentation_sources.load_segmentation_source(cfg, "eval")
+    ds, label_map = segmentation_sources.load_segmentation_source(cfg, "eval")
     assert len(list(ds)) == len(written)
     assert label_map.dataset_ids[0] == 7
-    assert extras["palette"].shape == (19, 3)
-    pairs = extras["file_paths"]
+    pairs = cityscapes_folder.list_files(str(tmp_path), "val").eval_pairs
     assert len(pairs) == 3
     for image_path, label_path in pairs:
         assert image_path.endswith("_leftImg8bit.png") and os.path.isfile(image_path)
@@ -105,7 +105,7 @@ def test_empty_split_names_directory(tmp_path):
 
 
 def test_dispatcher_requires_root():
-    cfg = segmentation_sources.default_data_config()
+    cfg = base_segmentation.segmentation_data_config()
     cfg.source = "cityscapes_folder"
     with pytest.raises(ValueError, match="data.root"):
         segmentation_sources.load_segmentation_source(cfg, "train")

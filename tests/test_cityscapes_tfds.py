@@ -4,7 +4,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from cityscapesscripts.helpers import labels as cs_labels
 
+from ondevice_vision.configs import base_segmentation, lraspp_mobilenet_v3_large_cityscapes
 from ondevice_vision.data import cityscapes_labels, cityscapes_tfds, segmentation_sources
+from ondevice_vision.tasks import segmentation as segmentation_task
 
 # cityscapesscripts' evaluated classes: trainId i is labelId EVALUATED_LABEL_IDS[i].
 EVALUATED_LABEL_IDS = [7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33]
@@ -74,16 +76,16 @@ def test_tfds_label_ids_become_train_ids():
 
 
 def test_tfds_val_alias_and_dispatcher():
-    cfg = segmentation_sources.default_data_config()
+    cfg = base_segmentation.segmentation_data_config()
     cfg.source = "tfds"
     with tfds.testing.mock_data(as_dataset_fn=_small_cityscapes_dataset):
-        ds, label_map, extras = segmentation_sources.load_segmentation_source(cfg, "eval")
+        ds, label_map = segmentation_sources.load_segmentation_source(cfg, "eval")
         example = next(ds.as_numpy_iterator())
     assert example["image_id"] == b"validation_a_000000_000001"
     assert label_map == cityscapes_labels.label_map()
-    assert extras["ignore_label"] == 255
-    np.testing.assert_array_equal(extras["palette"], cityscapes_labels.PALETTE)
-    assert extras["file_paths"] is None
+    config = lraspp_mobilenet_v3_large_cityscapes.get_config("tfds")
+    palette = segmentation_task.palette(config, label_map.num_classes)
+    np.testing.assert_array_equal(palette, cityscapes_labels.PALETTE)
 
 
 def test_tfds_random_mock_matches_lookup_of_raw_labels():
@@ -99,7 +101,7 @@ def test_tfds_random_mock_matches_lookup_of_raw_labels():
 
 
 def test_unknown_split_rejected():
-    cfg = segmentation_sources.default_data_config()
+    cfg = base_segmentation.segmentation_data_config()
     with pytest.raises(ValueError, match="train.*eval"):
         segmentation_sources.load_segmentation_source(cfg, "validation")
     cfg.source = "coco"

@@ -9,7 +9,7 @@ import pytest
 
 from ondevice_vision.configs import ssdlite_mobilenet_v3_small_shapes
 from ondevice_vision.eval.coco_evaluator import METRIC_NAMES
-from ondevice_vision.eval.main import evaluate_checkpoint
+from ondevice_vision.eval.evaluate import evaluate_checkpoint
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
 CONFIG = "ondevice_vision/configs/ssdlite_mobilenet_v3_small_shapes.py"

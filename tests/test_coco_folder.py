@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from ondevice_vision.configs import base_detection
 from ondevice_vision.data import coco_folder, detection_sources, image_decode
 
 _RNG = np.random.default_rng(0)
@@ -190,7 +191,7 @@ def test_detection_source_shares_label_map_between_splits(tmp_path):
             "annotations": [{"id": 1, "image_id": 1, "category_id": 5, "bbox": [1, 2, 3, 4]}],
         },
     )
-    cfg = detection_sources.default_data_config()
+    cfg = base_detection.detection_data_config()
     cfg.source, cfg.train_dir, cfg.eval_dir = "coco_folder", train, evaluation
     _, train_map = detection_sources.load_detection_source(cfg, "train")
     ds, eval_map = detection_sources.load_detection_source(cfg, "eval")

@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from ondevice_vision.configs import base_detection
 from ondevice_vision.data import coco_tfds, detection_sources
 
 _IDS_FILE = os.path.join(
@@ -150,7 +151,7 @@ def test_virtual_splits_only_for_coco_2014():
 
 
 def test_detection_source_tfds():
-    cfg = detection_sources.default_data_config()
+    cfg = base_detection.detection_data_config()
     cfg.source, cfg.tfds_name = "tfds", "coco/2014"
     cfg.train_split, cfg.eval_split = "train+valminusminival", "minival"
     train, train_map = detection_sources.load_detection_source(cfg, "train")

@@ -13,7 +13,8 @@ from ondevice_vision.configs import (
 from ondevice_vision.data.label_map import LabelMap
 from ondevice_vision.heads.target_assigner import pairwise_iou
 from ondevice_vision.model_stats import count_madds, count_params
-from ondevice_vision.train import detection_task, loop
+from ondevice_vision.tasks import detection as detection_task
+from ondevice_vision.train import trainer as trainer_lib
 from ondevice_vision.train.strategy import create_strategy
 
 
@@ -96,7 +97,7 @@ def test_overfits_two_images_and_recovers_their_boxes(tmp_path):
     config.train.checkpoint_every_steps = 120
     config.train.shuffle_buffer = 2
     config.eval.num_visualizations = 0
-    trainer = loop.Trainer(config, str(tmp_path), create_strategy("one_device"))
+    trainer = trainer_lib.Trainer(config, str(tmp_path), create_strategy("one_device"))
     result = trainer.train()
     assert result["step"] == 120
     ds, _ = detection_task.build_dataset(config, "train", batch_size=2, repeat=False)

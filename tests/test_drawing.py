@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ondevice_vision.export.drawing import (
+from ondevice_vision.drawing import (
     blend_mask,
     colorize_mask,
     default_palette,

@@ -13,7 +13,7 @@ from ondevice_vision.data.label_map import LabelMap
 from ondevice_vision.export.export_info import ExportInfo, read_export_files, write_export_files
 from ondevice_vision.export.exported_model import load_exported_model
 from ondevice_vision.export.main import export, parse_size, resolve_input_size
-from ondevice_vision.export.predict import list_inputs, output_name
+from ondevice_vision.predict import list_inputs, output_name
 
 
 def test_parse_size():

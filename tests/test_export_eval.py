@@ -16,10 +16,10 @@ from test_export_fixtures import (
 )
 
 from ondevice_vision.data.label_map import LabelMap
-from ondevice_vision.eval.main import evaluate_exported
+from ondevice_vision.eval import evaluate as eval_lib
+from ondevice_vision.eval.evaluate import evaluate_exported
 from ondevice_vision.export import tflite
 from ondevice_vision.export.saved_model import export_saved_model
-from ondevice_vision.train import loop
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def segmentation(tmp_path_factory):
 
 def test_saved_model_metrics_equal_the_checkpoint_metrics(detection, tmp_path):
     config, model, path = detection
-    reference = loop.evaluate(config, model, None)
+    reference = eval_lib.evaluate(config, model, None)
     result = evaluate_exported(config, path, str(tmp_path), expect_format="saved_model")
     assert result["format"] == "saved_model" and result["model"] == path
     # Shapes images are already 128x128 integers: the uint8 export sees exactly the same pixels.
@@ -63,7 +63,7 @@ def test_saved_model_metrics_equal_the_checkpoint_metrics(detection, tmp_path):
 
 def test_tflite_segmentation_metrics_match_the_checkpoint(segmentation):
     config, model, path = segmentation
-    reference = loop.evaluate(config, model, None)
+    reference = eval_lib.evaluate(config, model, None)
     result = evaluate_exported(config, path, None, num_threads=2, expect_format="tflite")
     assert set(reference) <= set(result)
     assert result["mIoU"] == pytest.approx(reference["mIoU"], abs=0.01)

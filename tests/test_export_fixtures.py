@@ -17,11 +17,12 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from ondevice_vision import files, tasks
 from ondevice_vision.configs import (
     lraspp_mobilenet_v3_small_shapes,
     ssdlite_mobilenet_v3_small_shapes,
 )
-from ondevice_vision.train import loop, tasks
+from ondevice_vision.train import trainer as trainer_lib
 from ondevice_vision.train.strategy import create_strategy
 
 
@@ -76,8 +77,8 @@ def _overfit_schedule(config):
 
 def overfit_model(config, workdir: str):
     """A model trained to fit the config's training images (a real trained network, in seconds)."""
-    loop.check_workdir(workdir)
-    trainer = loop.Trainer(config, workdir, create_strategy("one_device"))
+    files.check_writable_dir(workdir)
+    trainer = trainer_lib.Trainer(config, workdir, create_strategy("one_device"))
     trainer.train()
     return trainer.model
 

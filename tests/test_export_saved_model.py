@@ -26,11 +26,11 @@ from test_export_fixtures import (
 )
 
 from ondevice_vision.data.label_map import LabelMap
-from ondevice_vision.export import serving
-from ondevice_vision.export.atomic_dir import atomic_directory
 from ondevice_vision.export.export_info import read_export_files
 from ondevice_vision.export.saved_model import export_saved_model
-from ondevice_vision.train import detection_task
+from ondevice_vision.export.task_exports import task_export
+from ondevice_vision.files import atomic_directory
+from ondevice_vision.tasks import detection as detection_task
 
 TOL = 1e-4
 
@@ -119,8 +119,8 @@ def _reloaded(case, signature):
 
 def _in_memory_export(case):
     """The serving functions on the in-memory model, traced as the SavedModel traces them."""
-    functions = serving.serving_functions(
-        case["config"].task, case["config"], case["model"], case["labels"], None, True
+    functions = task_export(
+        case["config"], case["model"], case["labels"], None, with_probabilities=True
     )
     feeds = {
         "serving_default": (

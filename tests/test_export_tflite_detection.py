@@ -20,10 +20,11 @@ from test_export_fixtures import (
     lively_model,
 )
 
-from ondevice_vision.export import serving, tflite
+from ondevice_vision.export import tflite
 from ondevice_vision.export.exported_model import load_exported_model
+from ondevice_vision.export.task_exports import task_export
 from ondevice_vision.heads import box_coder
-from ondevice_vision.train import detection_task
+from ondevice_vision.tasks import detection as detection_task
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def case(tmp_path_factory):
         ),
         "fast": tflite.export_tflite(config, model, labels, str(root / "fast"), size),
     }
-    serving_default = serving.serving_functions("detection", config, model, labels).serving_default
+    serving_default = task_export(config, model, labels).serving_default
     return {
         "serve": lambda images: {k: v.numpy() for k, v in serving_default(images).items()},
         "config": config,
@@ -80,14 +81,16 @@ def _fast_nms_reference(config, model, image):
     m = config.model
     raw = model(image[None].astype("float32"), training=False)
     anchors = detection_task.anchors(config)
-    boxes = box_coder.decode(raw["box_outputs"][0], anchors, tuple(m.box_scale_factors)).numpy()
+    boxes = box_coder.decode(
+        raw["box_outputs"][0], anchors, tuple(m.anchors.box_scale_factors)
+    ).numpy()
     scores = tf.sigmoid(raw["class_outputs"][0][:, 1:]).numpy()
     best, classes = scores.max(axis=1), scores.argmax(axis=1)
     keep = []
     for i in np.argsort(-best, kind="stable"):
-        if best[i] < m.score_threshold or len(keep) == m.max_detections:
+        if best[i] < m.postprocess.score_threshold or len(keep) == m.postprocess.max_detections:
             break
-        if all(_iou(boxes[i], boxes[j]) <= m.iou_threshold for j in keep):
+        if all(_iou(boxes[i], boxes[j]) <= m.postprocess.iou_threshold for j in keep):
             keep.append(i)
     keep = np.asarray(keep)
     return {"boxes": np.clip(boxes[keep], 0, 1), "classes": classes[keep], "scores": best[keep]}

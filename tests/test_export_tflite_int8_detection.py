@@ -24,7 +24,7 @@ from test_export_fixtures import (
 from ondevice_vision.eval.coco_evaluator import CocoEvaluator
 from ondevice_vision.export import tflite
 from ondevice_vision.export.exported_model import load_exported_model
-from ondevice_vision.train import detection_task
+from ondevice_vision.tasks import detection as detection_task
 
 AP50_DROP_BOUND = 0.10
 AP_DROP_BOUND = 0.15

@@ -9,8 +9,9 @@ import tensorflow as tf
 from test_export_fixtures import eval_images, label_map, lively_model, segmentation_config
 from test_export_tflite_int8_detection import operators
 
-from ondevice_vision.export import serving, tflite
+from ondevice_vision.export import tflite
 from ondevice_vision.export.exported_model import load_exported_model
+from ondevice_vision.export.task_exports import task_export
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +32,7 @@ def case(tmp_path_factory):
 
 
 def _serving(config, model, labels, input_size=None):
-    functions = serving.serving_functions(
-        "segmentation", config, model, labels, input_size, with_probabilities=True
-    )
+    functions = task_export(config, model, labels, input_size, with_probabilities=True)
     return lambda images: {k: v.numpy() for k, v in functions.serving_default(images).items()}
 
 

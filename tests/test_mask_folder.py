@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ondevice_vision import drawing
+from ondevice_vision.configs import base_segmentation, lraspp_mobilenet_v3_small_shapes
 from ondevice_vision.data import mask_folder, segmentation_sources
+from ondevice_vision.tasks import segmentation as segmentation_task
 
 CLASSES = ["background", "cat", "dog"]
 
@@ -105,31 +108,24 @@ def test_dispatcher_shared_classes_file_and_palette(tmp_path):
     (tmp_path / "classes.txt").write_text("\n".join(CLASSES))
     _write_folder(tmp_path / "train", _masks(seed=1), classes=None)
     _write_folder(tmp_path / "val", _masks(seed=2), classes=None)
-    cfg = segmentation_sources.default_data_config()
+    cfg = base_segmentation.segmentation_data_config()
     cfg.source = "mask_folder"
     cfg.train_dir = str(tmp_path / "train")
     cfg.eval_dir = str(tmp_path / "val")
-    ds, label_map, extras = segmentation_sources.load_segmentation_source(cfg, "train")
+    ds, label_map = segmentation_sources.load_segmentation_source(cfg, "train")
     assert len(list(ds)) == 2
     assert label_map.names == tuple(CLASSES)
-    assert extras["ignore_label"] == 255 and extras["file_paths"] is None
-    # The PASCAL VOC colour map: background black, then (128,0,0), (0,128,0).
-    np.testing.assert_array_equal(extras["palette"], [[0, 0, 0], [128, 0, 0], [0, 128, 0]])
-
-
-def test_distinct_palette_matches_voc_colour_map():
-    palette = segmentation_sources.distinct_palette(21)
-    assert palette.dtype == np.uint8 and palette.shape == (21, 3)
-    # VOC colours of "person" (15) and "tv/monitor" (20).
-    assert tuple(palette[15]) == (192, 128, 128)
-    assert tuple(palette[20]) == (0, 64, 128)
-    assert len({tuple(c) for c in segmentation_sources.distinct_palette(256)}) == 256
+    # Mask-folder classes are drawn in the package's palette: distinct, never black.
+    config = lraspp_mobilenet_v3_small_shapes.get_config()
+    config.data = cfg
+    palette = segmentation_task.palette(config, label_map.num_classes)
+    np.testing.assert_array_equal(palette, drawing.default_palette(3))
 
 
 def test_dispatcher_rejects_differing_class_lists(tmp_path):
     _write_folder(tmp_path / "train", _masks())
     _write_folder(tmp_path / "val", _masks(), classes=["background", "cat", "bird"])
-    cfg = segmentation_sources.default_data_config()
+    cfg = base_segmentation.segmentation_data_config()
     cfg.source = "mask_folder"
     cfg.train_dir = str(tmp_path / "train")
     cfg.eval_dir = str(tmp_path / "val")

@@ -5,7 +5,9 @@ import tensorflow as tf
 import train_cli
 
 from ondevice_vision.configs import ssdlite_mobilenet_v3_small_shapes
-from ondevice_vision.train import detection_task, loop, strategy
+from ondevice_vision.tasks import detection as detection_task
+from ondevice_vision.train import strategy
+from ondevice_vision.train import trainer as trainer_lib
 
 # bfloat16 keeps 8 bits of mantissa: the losses of the same weights on the same batch agree
 # to about 1% (measured: 0.1%).
@@ -30,7 +32,7 @@ def _conv_dtypes(model):
 
 @pytest.mark.parametrize("precision", ["float16", "bfloat16"])
 def test_policy_dtypes_and_loss_scaling(tmp_path, precision):
-    trainer = loop.Trainer(
+    trainer = trainer_lib.Trainer(
         _config(), str(tmp_path), strategy.create_strategy("one_device"), precision
     )
     assert _conv_dtypes(trainer.model) == (precision, "float32")
@@ -44,14 +46,16 @@ def test_policy_dtypes_and_loss_scaling(tmp_path, precision):
 
 def test_bad_precision_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="mixed_precision"):
-        loop.Trainer(_config(), str(tmp_path), strategy.create_strategy("one_device"), "int8")
+        trainer_lib.Trainer(
+            _config(), str(tmp_path), strategy.create_strategy("one_device"), "int8"
+        )
 
 
 def test_bfloat16_loss_matches_float32_on_the_same_weights(tmp_path):
     config = _config()
     one = strategy.create_strategy("one_device")
-    exact = loop.Trainer(config, str(tmp_path / "f32"), one)
-    mixed = loop.Trainer(config, str(tmp_path / "bf16"), one, "bfloat16")
+    exact = trainer_lib.Trainer(config, str(tmp_path / "f32"), one)
+    mixed = trainer_lib.Trainer(config, str(tmp_path / "bf16"), one, "bfloat16")
     mixed.model.set_weights(exact.model.get_weights())
     ds, _ = detection_task.build_dataset(config, "train", 2)
     images, labels = next(iter(ds))

@@ -21,13 +21,14 @@ from test_export_fixtures import (
     segmentation_config,
 )
 
+from ondevice_vision import drawing
 from ondevice_vision.configs import lraspp_mobilenet_v3_small_cityscapes
 from ondevice_vision.data import cityscapes_labels
-from ondevice_vision.export import drawing, tflite
+from ondevice_vision.export import tflite
 from ondevice_vision.export.export_info import read_export_files
 from ondevice_vision.export.exported_model import load_exported_model
 from ondevice_vision.export.main import label_map_and_palette
-from ondevice_vision.export.predict import predict_files, read_image
+from ondevice_vision.predict import predict_files, read_image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DETECTION_CONFIG = "ondevice_vision/configs/ssdlite_mobilenet_v3_small_shapes.py:smoke"

@@ -12,7 +12,10 @@ from ondevice_vision.configs import (
     lraspp_mobilenet_v3_large_cityscapes,
     lraspp_mobilenet_v3_small_shapes,
 )
-from ondevice_vision.train import loop, segmentation_task
+from ondevice_vision.eval import evaluate as eval_lib
+from ondevice_vision.eval.segmentation import write_cityscapes_submission
+from ondevice_vision.tasks import segmentation as segmentation_task
+from ondevice_vision.train import trainer as trainer_lib
 from ondevice_vision.train.strategy import create_strategy
 
 
@@ -53,7 +56,7 @@ def test_overfits_two_images(tmp_path):
     config.train.log_every_steps = 40
     config.train.checkpoint_every_steps = 80
     config.train.shuffle_buffer = 2
-    trainer = loop.Trainer(config, str(tmp_path), create_strategy("one_device"))
+    trainer = trainer_lib.Trainer(config, str(tmp_path), create_strategy("one_device"))
     trainer.train()
     ds, _ = segmentation_task.build_dataset(config, "train", batch_size=2, repeat=False)
     correct = total = 0
@@ -104,7 +107,9 @@ def test_miou_equals_the_official_cityscapes_evaluation(tmp_path):
         )
         return {"semantic_map": tf.argmax(logits, -1, output_type=tf.int32)}
 
-    metrics = loop.evaluate(config, model, str(tmp_path / "work"), step=0, predict_fn=predict_fn)
+    metrics = eval_lib.evaluate(
+        config, model, str(tmp_path / "work"), step=0, predict_fn=predict_fn
+    )
     official = metrics["official_cityscapes"]
     assert official["num_images"] == 3
     assert metrics["mIoU"] == pytest.approx(official["classIoU"], abs=1e-4)
@@ -120,7 +125,7 @@ def test_cityscapes_submission_files(tmp_path):
     config.data.crop_size = (32, 64)
     config.eval.batch_size = 2
     model = segmentation_task.build_model(config)
-    paths = segmentation_task.write_cityscapes_submission(
+    paths = write_cityscapes_submission(
         config,
         model,
         str(tmp_path / "submit"),

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from ondevice_vision.configs import base_detection
 from ondevice_vision.data import detection_sources, shapes
 
 
@@ -74,7 +75,7 @@ def test_dataset_matches_render_example_and_splits_differ():
 
 
 def test_detection_source_defaults_to_shapes():
-    cfg = detection_sources.default_data_config()
+    cfg = base_detection.detection_data_config()
     cfg.num_eval, cfg.image_size = 2, 40
     ds, label_map = detection_sources.load_detection_source(cfg, "eval")
     examples = list(ds.as_numpy_iterator())

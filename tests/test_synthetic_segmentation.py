@@ -2,11 +2,12 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ondevice_vision.configs import base_segmentation
 from ondevice_vision.data import segmentation_sources, synthetic_segmentation
 
 
 def _config(**overrides):
-    cfg = segmentation_sources.default_data_config()
+    cfg = base_segmentation.segmentation_data_config()
     cfg.update(overrides)
     return cfg
 
@@ -17,7 +18,7 @@ def _arrays(ds):
 
 
 def test_default_config_is_synthetic_128():
-    cfg = segmentation_sources.default_data_config()
+    cfg = base_segmentation.segmentation_data_config()
     assert cfg.source == "synthetic"
     assert tuple(cfg.image_size) == (128, 128)
     for field in ("tfds_name", "train_split", "eval_split", "data_dir", "manual_dir", "root"):
@@ -28,7 +29,7 @@ def test_default_config_is_synthetic_128():
 
 def test_dispatcher_shapes_labels_and_ids():
     cfg = _config(num_train=3, num_eval=2, image_size=(48, 80))
-    ds, label_map, extras = segmentation_sources.load_segmentation_source(cfg, "train")
+    ds, label_map = segmentation_sources.load_segmentation_source(cfg, "train")
     assert ds.element_spec["image"].shape.as_list() == [48, 80, 3]
     assert ds.element_spec["mask"].shape.as_list() == [48, 80, 1]
     examples = list(ds.as_numpy_iterator())
@@ -40,8 +41,7 @@ def test_dispatcher_shapes_labels_and_ids():
     ]
     assert examples[0]["image"].dtype == np.uint8 and examples[0]["mask"].dtype == np.uint8
     assert label_map.num_classes == 4 and label_map.names[0] == "background"
-    assert extras["palette"].shape == (4, 3) and extras["ignore_label"] == 255
-    eval_ds, _, _ = segmentation_sources.load_segmentation_source(cfg, "eval")
+    eval_ds, _ = segmentation_sources.load_segmentation_source(cfg, "eval")
     assert len(list(eval_ds)) == 2
 
 

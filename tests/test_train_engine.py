@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from ondevice_vision import files, progress, tasks
 from ondevice_vision.configs import common, ssdlite_mobilenet_v3_small_shapes
-from ondevice_vision.train import loop, optimizer, progress, strategy, tasks
+from ondevice_vision.train import optimizer, strategy
+from ondevice_vision.train import trainer as trainer_lib
 
 STEPS = np.array([0, 1, 5, 9, 10, 11, 40, 77, 99, 100, 130])
 
@@ -135,8 +137,8 @@ def test_format_duration(seconds, text):
 
 
 def test_next_multiple():
-    assert [loop._next_multiple(s, 5) for s in (0, 4, 5, 9)] == [5, 5, 10, 10]
-    assert loop._next_multiple(3, 0) == 4
+    assert [trainer_lib._next_multiple(s, 5) for s in (0, 4, 5, 9)] == [5, 5, 10, 10]
+    assert trainer_lib._next_multiple(3, 0) == 4
 
 
 def _smoke():
@@ -157,7 +159,7 @@ def test_trainer_rejects_bad_train_settings(tmp_path, key, value, match):
     config = _smoke()
     config.train[key] = value
     with pytest.raises(ValueError, match=match):
-        loop.Trainer(config, str(tmp_path), strategy.create_strategy("one_device"))
+        trainer_lib.Trainer(config, str(tmp_path), strategy.create_strategy("one_device"))
 
 
 def test_unknown_task_is_named():
@@ -168,9 +170,9 @@ def test_unknown_task_is_named():
 
 
 def test_check_workdir_creates_or_names_the_directory(tmp_path):
-    loop.check_workdir(str(tmp_path / "a" / "b"))
+    files.check_writable_dir(str(tmp_path / "a" / "b"))
     assert os.path.isdir(tmp_path / "a" / "b") and not os.listdir(tmp_path / "a" / "b")
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with pytest.raises(PermissionError, match=f"workdir {blocker}/run is not writable"):
-        loop.check_workdir(str(blocker / "run"))
+        files.check_writable_dir(str(blocker / "run"))

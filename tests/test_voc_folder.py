@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ondevice_vision.configs import base_detection
 from ondevice_vision.data import detection_sources, voc_folder
 
 
@@ -132,7 +133,7 @@ def test_detection_source_collects_classes_from_both_splits(tmp_path):
     train = _valid_folder(tmp_path / "train")
     evaluation = str(tmp_path / "eval")
     _add(evaluation, "e", (10, 10), [("zebra", (1, 1, 5, 5), False)])
-    cfg = detection_sources.default_data_config()
+    cfg = base_detection.detection_data_config()
     cfg.source, cfg.train_dir, cfg.eval_dir = "voc_folder", train, evaluation
     _, train_map = detection_sources.load_detection_source(cfg, "train")
     ds, eval_map = detection_sources.load_detection_source(cfg, "eval")

@@ -17,18 +17,18 @@ BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilen
 _CLASSIFIER_LAYERS = ("conv_2", "logits")
 
 
-def weights_file_name(model_name: str, depth_multiplier: float, include_top: bool) -> str:
+def weights_file_name(backbone: str, depth_multiplier: float, include_top: bool) -> str:
     """The keras.applications file name, e.g. weights_mobilenet_v3_large_224_1.0_float.h5."""
-    if model_name == "mobilenet_edgetpu":
+    if backbone == "mobilenet_edgetpu":
         raise ValueError(
             "No Keras ImageNet weights exist for mobilenet_edgetpu: train from scratch or "
             "initialise from one of our checkpoints (--config.init_checkpoint=...)."
         )
-    minimal = model_name.endswith("_minimalistic")
-    base = model_name.removesuffix("_minimalistic")
+    minimal = backbone.endswith("_minimalistic")
+    base = backbone.removesuffix("_minimalistic")
     size = base.rsplit("_", 1)[-1]
     if minimal and depth_multiplier != 1.0:
-        raise ValueError(f"keras.applications ships {model_name} at depth_multiplier 1.0 only")
+        raise ValueError(f"keras.applications ships {backbone} at depth_multiplier 1.0 only")
     if depth_multiplier not in (1.0, 0.75):
         raise ValueError(
             f"keras.applications ships depth multipliers 1.0 and 0.75, not {depth_multiplier}"
@@ -37,13 +37,13 @@ def weights_file_name(model_name: str, depth_multiplier: float, include_top: boo
     return name + ("" if include_top else "_no_top_v2") + ".h5"
 
 
-def resolve_weights(model_name: str, depth_multiplier: float, include_top: bool, path=None) -> str:
+def resolve_weights(backbone: str, depth_multiplier: float, include_top: bool, path=None) -> str:
     """A local file if given (or found in the Keras cache), else a download from the official URL."""
     if path:
         if not os.path.exists(path):
             raise FileNotFoundError(f"ImageNet weight file not found: {path}")
         return path
-    file_name = weights_file_name(model_name, depth_multiplier, include_top)
+    file_name = weights_file_name(backbone, depth_multiplier, include_top)
     return keras.utils.get_file(file_name, BASE_URL + file_name, cache_subdir="models")
 
 
@@ -110,7 +110,7 @@ def _layers_with_weights(model):
 def load_imagenet_weights(backbone: keras.Model, path: str | None = None) -> str:
     """Loads ImageNet weights into a Backbone from `path` or the official URL; returns the file."""
     file_path = resolve_weights(
-        backbone.model_name, backbone.depth_multiplier, backbone.include_top, path
+        backbone.backbone_name, backbone.depth_multiplier, backbone.include_top, path
     )
     load_keras_application_weights(backbone, file_path)
     return file_path

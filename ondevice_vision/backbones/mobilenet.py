@@ -137,7 +137,7 @@ class _GraphBuilder:
 
 def build_backbone_graph(
     inputs,
-    model_name: str,
+    backbone: str,
     depth_multiplier: float = 1.0,
     include_top: bool = False,
     num_classes: int = 1000,
@@ -147,7 +147,7 @@ def build_backbone_graph(
     bn_momentum: float = 0.99,
 ):
     """Returns a dict of named tensors (the endpoints, plus `logits` with `include_top`)."""
-    spec = specs_lib.get_spec(model_name)
+    spec = specs_lib.get_spec(backbone)
     reduced_tail = _normalise_reduced_tail(reduced_tail)
     if output_stride not in (8, 16, 32):
         raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
@@ -216,7 +216,7 @@ class Backbone(keras.Model):
 
     def __init__(
         self,
-        model_name: str = "mobilenet_v3_large",
+        backbone: str = "mobilenet_v3_large",
         depth_multiplier: float = 1.0,
         include_top: bool = False,
         num_classes: int = 1000,
@@ -231,7 +231,7 @@ class Backbone(keras.Model):
         inputs = keras.Input(shape=tuple(input_shape), name="image")
         outputs = build_backbone_graph(
             inputs,
-            model_name,
+            backbone,
             depth_multiplier=depth_multiplier,
             include_top=include_top,
             num_classes=num_classes,
@@ -245,9 +245,9 @@ class Backbone(keras.Model):
             if unknown:
                 raise ValueError(f"Unknown endpoints {sorted(unknown)}; have {sorted(outputs)}")
             outputs = {name: outputs[name] for name in endpoints}
-        kwargs.setdefault("name", model_name)
+        kwargs.setdefault("name", backbone)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-        self.model_name = model_name
+        self.backbone_name = backbone
         self.depth_multiplier = depth_multiplier
         self.include_top = include_top
         self.num_classes = num_classes
@@ -262,7 +262,7 @@ class Backbone(keras.Model):
         return {
             "name": self.name,
             "trainable": self.trainable,
-            "model_name": self.model_name,
+            "backbone": self.backbone_name,
             "depth_multiplier": self.depth_multiplier,
             "include_top": self.include_top,
             "num_classes": self.num_classes,
@@ -279,6 +279,6 @@ class Backbone(keras.Model):
         return cls(**config)
 
 
-def build_backbone(model_name: str, /, **options) -> Backbone:
+def build_backbone(backbone: str, /, **options) -> Backbone:
     """The one entry point: `build_backbone("mobilenet_v3_small", depth_multiplier=0.75, ...)`."""
-    return Backbone(model_name=model_name, **options)
+    return Backbone(backbone=backbone, **options)

@@ -1,4 +1,9 @@
-"""The SSDLite detection recipe of the TF Object Detection API (REFERENCE.md §2) as a ConfigDict."""
+"""The SSDLite detection recipe of the TF Object Detection API as a ConfigDict.
+
+Values: the OD API's `ssdlite_mobilenet_v3_*_320x320_coco.config` sample configs
+(tensorflow/models, research/object_detection/samples/configs); see docs/reference_facts.md.
+Imports ml_collections only: loading a config never imports TensorFlow.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,6 @@ import ml_collections
 from ml_collections import config_dict
 
 from ondevice_vision.configs import common
-from ondevice_vision.data.detection_sources import default_data_config
 
 
 def detection_config(backbone: str) -> ml_collections.ConfigDict:
@@ -24,33 +28,37 @@ def detection_config(backbone: str) -> ml_collections.ConfigDict:
             "init_stddev": 0.03,
             "head_bn_momentum": 0.97,
             "backbone_bn_momentum": 0.97,
-            # anchors
-            "min_scale": 0.2,
-            "max_scale": 0.95,
-            "aspect_ratios": (1.0, 2.0, 0.5, 3.0, 0.3333),
-            "interpolated_scale_aspect_ratio": 1.0,
-            "reduce_boxes_in_lowest_layer": True,
-            "box_scale_factors": (10.0, 10.0, 5.0, 5.0),
-            # matcher
-            "matched_threshold": 0.5,
-            "unmatched_threshold": 0.5,
-            "force_match": True,
-            # loss
-            "focal_alpha": 0.75,
-            "focal_gamma": 2.0,
-            "huber_delta": 1.0,
-            "cls_weight": 1.0,
-            "box_weight": 1.0,
-            "encode_background_as_zeros": True,
-            "normalize_box_loss_by_codesize": True,
-            # post-processing
-            "score_threshold": 1e-8,
-            "iou_threshold": 0.6,
-            "max_detections_per_class": 100,
-            "max_detections": 100,
+            "anchors": {
+                "min_scale": 0.2,
+                "max_scale": 0.95,
+                "aspect_ratios": (1.0, 2.0, 0.5, 3.0, 0.3333),
+                "interpolated_scale_aspect_ratio": 1.0,
+                "reduce_boxes_in_lowest_layer": True,
+                "box_scale_factors": (10.0, 10.0, 5.0, 5.0),
+            },
+            "matcher": {
+                "matched_threshold": 0.5,
+                "unmatched_threshold": 0.5,
+                "force_match": True,
+            },
+            "loss": {
+                "focal_alpha": 0.75,
+                "focal_gamma": 2.0,
+                "huber_delta": 1.0,
+                "cls_weight": 1.0,
+                "box_weight": 1.0,
+                "encode_background_as_zeros": True,
+                "normalize_box_loss_by_codesize": True,
+            },
+            "postprocess": {
+                "score_threshold": 1e-8,
+                "iou_threshold": 0.6,
+                "max_detections_per_class": 100,
+                "max_detections": 100,
+            },
         }
     )
-    config.data = default_data_config()
+    config.data = detection_data_config()
     # "category_id": class index = dataset category id - 1, so COCO heads have the OD API's 90
     # classes; "contiguous": the source's own 0..K-1 indices.
     config.data.class_index = "contiguous"
@@ -63,6 +71,33 @@ def detection_config(backbone: str) -> ml_collections.ConfigDict:
     return config
 
 
+def detection_data_config() -> ml_collections.ConfigDict:
+    """Every field any detection source reads; the default is the built-in shapes data."""
+    return ml_collections.ConfigDict(
+        {
+            "source": "shapes",  # tfds | coco_folder | voc_folder | shapes
+            # tfds
+            "tfds_name": "coco/2017",
+            "train_split": "train",
+            "eval_split": "validation",
+            "data_dir": config_dict.placeholder(str),
+            # coco_folder / voc_folder
+            "train_dir": config_dict.placeholder(str),
+            "eval_dir": config_dict.placeholder(str),
+            # voc_folder: class order (default: every name in the XML, sorted) and the optional
+            # ImageSets/Main/<name>.txt lists (default: every Annotations/*.xml of the folder)
+            "class_names": config_dict.placeholder(tuple),
+            "train_image_set": config_dict.placeholder(str),
+            "eval_image_set": config_dict.placeholder(str),
+            # shapes
+            "num_train": 2048,
+            "num_eval": 256,
+            "image_size": 256,
+            "seed": 0,
+        }
+    )
+
+
 def coco_config(backbone: str, arg: str | None) -> ml_collections.ConfigDict:
     """COCO 2017 by default; `arg` "coco14" switches to train2014+valminusminival / minival."""
     config = detection_config(backbone)
@@ -71,7 +106,7 @@ def coco_config(backbone: str, arg: str | None) -> ml_collections.ConfigDict:
     config.data.tfds_name = "coco/2017"
     config.data.train_split = "train"
     config.data.eval_split = "validation"
-    if arg and "coco14" in arg:
+    if "coco14" in common.config_words(arg, COCO_WORDS):
         config.data.tfds_name = "coco/2014"
         config.data.train_split = "train+valminusminival"
         config.data.eval_split = "minival"
@@ -90,6 +125,9 @@ def coco_config(backbone: str, arg: str | None) -> ml_collections.ConfigDict:
     config.eval.batch_size = 32
     config.eval.every_steps = 25_000
     return config
+
+
+COCO_WORDS = ("coco14", "smoke")
 
 
 def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -1,4 +1,7 @@
-"""The LR-ASPP segmentation recipe (DeepLab style, REFERENCE.md §3) as a ConfigDict."""
+"""The LR-ASPP segmentation recipe (DeepLab style) as a ConfigDict.
+
+Imports ml_collections only: loading a config never imports TensorFlow.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ import ml_collections
 from ml_collections import config_dict
 
 from ondevice_vision.configs import common
-from ondevice_vision.data.segmentation_sources import default_data_config
 
 
 def segmentation_config(backbone: str) -> ml_collections.ConfigDict:
@@ -26,7 +28,7 @@ def segmentation_config(backbone: str) -> ml_collections.ConfigDict:
             "input_size": (1024, 2048),
         }
     )
-    config.data = default_data_config()
+    config.data = segmentation_data_config()
     config.data.crop_size = (769, 769)
     config.data.min_scale = 0.5
     config.data.max_scale = 2.0
@@ -40,10 +42,44 @@ def segmentation_config(backbone: str) -> ml_collections.ConfigDict:
     return config
 
 
+IGNORE_LABEL = 255  # the unlabelled mask value (also data.label_map.IGNORE_LABEL)
+
+
+def segmentation_data_config() -> ml_collections.ConfigDict:
+    """Every field any segmentation source reads; `source` picks which ones matter."""
+    return ml_collections.ConfigDict(
+        {
+            "source": "synthetic",  # tfds | cityscapes_folder | mask_folder | synthetic
+            # tfds and cityscapes_folder. "val" also names TFDS's "validation" split.
+            "train_split": "train",
+            "eval_split": "val",
+            # tfds
+            "tfds_name": "cityscapes/semantic_segmentation",
+            "data_dir": config_dict.placeholder(str),
+            "manual_dir": config_dict.placeholder(str),
+            # cityscapes_folder: directory holding leftImg8bit/ and gtFine/
+            "root": config_dict.placeholder(str),
+            # mask_folder: each dir has images/, masks/ and classes.txt (or its parent has it)
+            "train_dir": config_dict.placeholder(str),
+            "eval_dir": config_dict.placeholder(str),
+            "ignore_label": IGNORE_LABEL,  # mask value meaning "unlabelled" in mask_folder masks
+            # synthetic
+            "num_train": 512,
+            "num_eval": 64,
+            "image_size": (128, 128),
+            "seed": 0,
+        }
+    )
+
+
+CITYSCAPES_WORDS = ("tfds", "smoke")
+
+
 def cityscapes_config(backbone: str, arg: str | None) -> ml_collections.ConfigDict:
     """Fine annotations, from scratch; `arg` "tfds" reads TFDS instead of the folder layout."""
     config = segmentation_config(backbone)
-    config.data.source = "tfds" if arg and "tfds" in arg else "cityscapes_folder"
+    words = common.config_words(arg, CITYSCAPES_WORDS)
+    config.data.source = "tfds" if "tfds" in words else "cityscapes_folder"
     config.data.train_split = "train"
     config.data.eval_split = "val"
     config.train.batch_size = 16

@@ -32,7 +32,6 @@ def train_config() -> ml_collections.ConfigDict:
             "log_every_steps": 100,
             # Steps run inside one tf.function call: fewer Python round trips on fast devices.
             "steps_per_loop": 0,  # 0: log_every_steps
-            "summary_images": 4,
             "nan_policy": "stop",  # stop | skip
             # Batch-norm statistics over the global batch (all replicas), not each replica's.
             "sync_batch_norm": False,
@@ -57,6 +56,22 @@ def eval_config() -> ml_collections.ConfigDict:
             "num_visualizations": 4,
         }
     )
+
+
+def config_words(arg: str | None, allowed) -> set[str]:
+    """The words of a config argument (`FILE.py:coco14,smoke`), each checked against `allowed`.
+
+    An unknown word is an error rather than silently ignored (`:smok` must not run the recipe).
+    """
+    words = {w for w in (arg or "").replace("+", ",").split(",") if w.strip()}
+    words = {w.strip() for w in words}
+    unknown = sorted(words - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"unknown config argument {', '.join(unknown)!s} in {arg!r}; this config accepts "
+            f"{', '.join(allowed) or 'no argument'} (comma-separated)"
+        )
+    return words
 
 
 def shrink_for_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -11,11 +11,11 @@ cityscapesscripts evaluator (data.root holds leftImg8bit/ and gtFine/):
 Target: 68.38 mIoU on Cityscapes val (paper Table 7; DeepLab zoo OS32: 68.99); 0.47M parameters, 2.90B MAdds at 1024x2048.
 """
 
-from ondevice_vision.configs import base_segmentation
+from ondevice_vision.configs import base_segmentation, common
 
 
 def get_config(arg=None):
     config = base_segmentation.cityscapes_config("mobilenet_v3_small", arg)
-    if arg and "smoke" in arg:
+    if "smoke" in common.config_words(arg, base_segmentation.CITYSCAPES_WORDS):
         base_segmentation.smoke(config)
     return config

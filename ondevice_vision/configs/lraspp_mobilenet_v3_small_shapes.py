@@ -6,7 +6,7 @@
 Target: mIoU >= 0.8 on the synthetic validation split within 10 minutes on 2 CPU cores.
 """
 
-from ondevice_vision.configs import base_segmentation
+from ondevice_vision.configs import base_segmentation, common
 
 
 def get_config(arg=None):
@@ -30,6 +30,6 @@ def get_config(arg=None):
     config.train.checkpoint_every_steps = 100
     config.train.log_every_steps = 50
     config.eval.batch_size = 16
-    if arg and "smoke" in arg:
+    if "smoke" in common.config_words(arg, ("smoke",)):
         base_segmentation.smoke(config)
     return config

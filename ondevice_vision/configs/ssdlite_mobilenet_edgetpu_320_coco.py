@@ -8,13 +8,13 @@ Target: 24.3 mAP on COCO14 minival (OD API model zoo, uint8 model on the Edge TP
 learning rate 0.8.
 """
 
-from ondevice_vision.configs import base_detection
+from ondevice_vision.configs import base_detection, common
 
 
 def get_config(arg=None):
     config = base_detection.coco_config("mobilenet_edgetpu", arg)
     config.model.reduced_tail = None
     config.train.base_learning_rate = 0.8
-    if arg and "smoke" in arg:
+    if "smoke" in common.config_words(arg, base_detection.COCO_WORDS):
         base_detection.smoke(config)
     return config

@@ -9,11 +9,11 @@ Targets: 22.6 mAP on COCO14 minival (OD API model zoo), 22.0 on test-dev (paper 
 3.22M parameters, 0.51B MAdds at 320 (`ondevice-info --config=<this file>`).
 """
 
-from ondevice_vision.configs import base_detection
+from ondevice_vision.configs import base_detection, common
 
 
 def get_config(arg=None):
     config = base_detection.coco_config("mobilenet_v3_large", arg)
-    if arg and "smoke" in arg:
+    if "smoke" in common.config_words(arg, base_detection.COCO_WORDS):
         base_detection.smoke(config)
     return config

@@ -6,7 +6,7 @@
 Target: AP50 >= 0.5 on the synthetic validation split within 10 minutes on 2 CPU cores.
 """
 
-from ondevice_vision.configs import base_detection
+from ondevice_vision.configs import base_detection, common
 
 
 def get_config(arg=None):
@@ -30,6 +30,6 @@ def get_config(arg=None):
     config.train.log_every_steps = 50
     config.eval.batch_size = 16
     config.eval.every_steps = 0
-    if arg and "smoke" in arg:
+    if "smoke" in common.config_words(arg, ("smoke",)):
         base_detection.smoke(config)
     return config

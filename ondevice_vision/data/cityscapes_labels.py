@@ -11,9 +11,8 @@ import numpy as np
 import tensorflow as tf
 from cityscapesscripts.helpers import labels as cs_labels
 
-from ondevice_vision.data.label_map import LabelMap
+from ondevice_vision.data.label_map import IGNORE_LABEL, LabelMap
 
-IGNORE_LABEL = 255
 NUM_CLASSES = 19
 
 _EVALUATED = sorted(

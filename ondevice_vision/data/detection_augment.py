@@ -163,12 +163,3 @@ def ssd_random_crop(
     image.set_shape([None, None, image.shape[-1]])
     boxes.set_shape([None, 4])
     return image, boxes, classes, is_crowd
-
-
-def resize_image(image: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
-    """Plain bilinear resize to `size` (height, width) -> float32 [h, w, 3] in 0..255.
-
-    Boxes are normalised, so they stay as they are.
-    """
-    resized = tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear")
-    return tf.clip_by_value(resized, 0.0, 255.0)

@@ -5,46 +5,19 @@ Every source yields decoded detection examples
  "classes": int32 [N] contiguous, "is_crowd": bool [N]}
 in a fixed order (TFDS training reads its shards shuffled); shuffling, augmentation and batching
 belong to the input pipeline that consumes them. Train and eval of one config share a LabelMap.
+The field defaults live in configs/base_detection.py (`detection_data_config`).
 """
 
 from __future__ import annotations
 
 import ml_collections
 import tensorflow as tf
-from ml_collections import config_dict
 
 from ondevice_vision.data import coco_folder, coco_tfds, shapes, voc_folder
 from ondevice_vision.data.label_map import LabelMap
 
 SOURCES = ("tfds", "coco_folder", "voc_folder", "shapes")
 SPLITS = ("train", "eval")
-
-
-def default_data_config() -> ml_collections.ConfigDict:
-    """Every field any detection source reads; the default is the built-in shapes data."""
-    return ml_collections.ConfigDict(
-        {
-            "source": "shapes",
-            # tfds
-            "tfds_name": "coco/2017",
-            "train_split": "train",
-            "eval_split": "validation",
-            "data_dir": config_dict.placeholder(str),
-            # coco_folder / voc_folder
-            "train_dir": config_dict.placeholder(str),
-            "eval_dir": config_dict.placeholder(str),
-            # voc_folder: class order (default: every name in the XML, sorted) and the optional
-            # ImageSets/Main/<name>.txt lists (default: every Annotations/*.xml of the folder)
-            "class_names": config_dict.placeholder(tuple),
-            "train_image_set": config_dict.placeholder(str),
-            "eval_image_set": config_dict.placeholder(str),
-            # shapes
-            "num_train": 2048,
-            "num_eval": 256,
-            "image_size": 256,
-            "seed": 0,
-        }
-    )
 
 
 def _folder(cfg: ml_collections.ConfigDict, split: str) -> str:
@@ -64,33 +37,48 @@ def _all_folders(cfg: ml_collections.ConfigDict) -> list[tuple[str, str | None]]
     return folders
 
 
+def _tfds(cfg, split):
+    tfds_split = cfg.train_split if split == "train" else cfg.eval_split
+    return coco_tfds.load_coco_tfds(
+        cfg.tfds_name, tfds_split, cfg.get("data_dir"), shuffle_files=split == "train"
+    )
+
+
+def _coco_folder(cfg, split):
+    label_map = coco_folder.label_map_for([d for d, _ in _all_folders(cfg)])
+    return coco_folder.load_coco_folder(_folder(cfg, split), label_map)
+
+
+def _voc_folder(cfg, split):
+    class_names = cfg.get("class_names")
+    if not class_names:
+        folders = _all_folders(cfg)
+        class_names = voc_folder.collect_class_names(
+            [d for d, _ in folders], [s for _, s in folders]
+        )
+    image_set = cfg.get("train_image_set" if split == "train" else "eval_image_set")
+    return voc_folder.load_voc_folder(_folder(cfg, split), list(class_names), image_set)
+
+
+def _shapes(cfg, split):
+    num = cfg.num_train if split == "train" else cfg.num_eval
+    return shapes.load_shapes(split, num, cfg.image_size, cfg.seed)
+
+
+_LOADERS = {
+    "tfds": _tfds,
+    "coco_folder": _coco_folder,
+    "voc_folder": _voc_folder,
+    "shapes": _shapes,
+}
+
+
 def load_detection_source(
     cfg: ml_collections.ConfigDict, split: str
 ) -> tuple[tf.data.Dataset, LabelMap]:
     """Decoded detection examples of `split` ("train" or "eval") and the source's LabelMap."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    source = cfg.source
-    if source == "tfds":
-        tfds_split = cfg.train_split if split == "train" else cfg.eval_split
-        return coco_tfds.load_coco_tfds(
-            cfg.tfds_name, tfds_split, cfg.get("data_dir"), shuffle_files=split == "train"
-        )
-    if source == "coco_folder":
-        directory = _folder(cfg, split)
-        label_map = coco_folder.label_map_for([d for d, _ in _all_folders(cfg)])
-        return coco_folder.load_coco_folder(directory, label_map)
-    if source == "voc_folder":
-        directory = _folder(cfg, split)
-        class_names = cfg.get("class_names")
-        if not class_names:
-            folders = _all_folders(cfg)
-            class_names = voc_folder.collect_class_names(
-                [d for d, _ in folders], [s for _, s in folders]
-            )
-        image_set = cfg.get("train_image_set" if split == "train" else "eval_image_set")
-        return voc_folder.load_voc_folder(directory, list(class_names), image_set)
-    if source == "shapes":
-        num = cfg.num_train if split == "train" else cfg.num_eval
-        return shapes.load_shapes(split, num, cfg.image_size, cfg.seed)
-    raise ValueError(f"unknown data source {source!r}; expected one of {SOURCES}")
+    if cfg.source not in _LOADERS:
+        raise ValueError(f"unknown data source {cfg.source!r}; expected one of {SOURCES}")
+    return _LOADERS[cfg.source](cfg, split)

@@ -101,6 +101,17 @@ def decode_rgb(encoded: tf.Tensor) -> tf.Tensor:
     return image
 
 
+def resize_pixels(images: tf.Tensor, size) -> tf.Tensor:
+    """Bilinear resize to `size` (height, width) -> float32 pixels clipped to 0..255.
+
+    One image [H, W, 3] or a batch [B, H, W, 3]. The training and eval pipelines, the serving
+    signatures, TFLite calibration and the TFLite runner all resize with this, so a model sees
+    the same pixels wherever it runs (bilinear overshoots 0..255 at edges without the clip).
+    """
+    resized = tf.image.resize(tf.cast(images, tf.float32), tuple(size), method="bilinear")
+    return tf.clip_by_value(resized, 0.0, 255.0)
+
+
 def read_rgb(path: tf.Tensor) -> tf.Tensor:
     """Reads and decodes one image file in-graph (validate the file upfront)."""
     return decode_rgb(tf.io.read_file(path))

@@ -10,6 +10,11 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from ondevice_vision import files
+
+# The mask value of unlabelled pixels, everywhere: data sources, losses, metrics, pictures.
+IGNORE_LABEL = 255
+
 
 @dataclasses.dataclass(frozen=True)
 class LabelMap:
@@ -51,12 +56,9 @@ class LabelMap:
         )
 
     def save(self, path: str) -> None:
-        from ondevice_vision.atomic_files import atomic_write
-
-        with atomic_write(path) as f:
+        with files.atomic_write(path) as f:
             f.write(self.to_json())
 
     @classmethod
     def load(cls, path: str) -> LabelMap:
-        with open(path) as f:
-            return cls.from_json(f.read())
+        return cls.from_json(json.dumps(files.read_json(path)))

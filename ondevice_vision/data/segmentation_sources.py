@@ -1,21 +1,18 @@
 """Picks the segmentation data source named in the config and returns its decoded examples.
 
-    ds, label_map, extras = load_segmentation_source(config.data, "train")
+    ds, label_map = load_segmentation_source(config.data, "train")
 
 `ds` yields {"image": uint8 [H, W, 3], "mask": uint8 [H, W, 1] (contiguous class ids, 255 = ignore),
 "image_id": string} in a fixed order, unbatched and not repeated or shuffled (TFDS train reads its
 files in shuffled order); augmentation and batching are the caller's. `label_map` maps contiguous
-class ids to the dataset's ids (Cityscapes: trainId -> labelId). `extras` holds "ignore_label"
-(always 255), "palette" (uint8 [K, 3]) and "file_paths" ((image, label) pairs for the official
-Cityscapes evaluator, or None).
+class ids to the dataset's ids (Cityscapes: trainId -> labelId). The field defaults live in
+configs/base_segmentation.py (`segmentation_data_config`).
 """
 
 from __future__ import annotations
 
 import ml_collections
-import numpy as np
 import tensorflow as tf
-from ml_collections import config_dict
 
 from ondevice_vision.data import (
     cityscapes_folder,
@@ -26,50 +23,8 @@ from ondevice_vision.data import (
 )
 from ondevice_vision.data.label_map import LabelMap
 
-IGNORE_LABEL = 255
 SOURCES = ("tfds", "cityscapes_folder", "mask_folder", "synthetic")
-
-
-def default_data_config() -> ml_collections.ConfigDict:
-    """Every field any segmentation source reads; `source` picks which ones matter."""
-    return ml_collections.ConfigDict(
-        {
-            "source": "synthetic",
-            # tfds and cityscapes_folder. "val" also names TFDS's "validation" split.
-            "train_split": "train",
-            "eval_split": "val",
-            # tfds
-            "tfds_name": "cityscapes/semantic_segmentation",
-            "data_dir": config_dict.placeholder(str),
-            "manual_dir": config_dict.placeholder(str),
-            # cityscapes_folder: directory holding leftImg8bit/ and gtFine/
-            "root": config_dict.placeholder(str),
-            # mask_folder: each dir has images/, masks/ and classes.txt (or its parent has it)
-            "train_dir": config_dict.placeholder(str),
-            "eval_dir": config_dict.placeholder(str),
-            "ignore_label": IGNORE_LABEL,  # mask value meaning "unlabelled" in mask_folder masks
-            # synthetic
-            "num_train": 512,
-            "num_eval": 64,
-            "image_size": (128, 128),
-            "seed": 0,
-        }
-    )
-
-
-def distinct_palette(num_classes: int) -> np.ndarray:
-    """The PASCAL VOC colour map: fixed, well separated colours for any number of classes."""
-    ids = np.arange(num_classes)
-    palette = np.zeros((num_classes, 3), np.int64)
-    for shift in range(7, -1, -1):
-        for channel in range(3):
-            palette[:, channel] |= ((ids >> (3 * (7 - shift) + channel)) & 1) << shift
-    return palette.astype(np.uint8)
-
-
-def _check_split(split: str) -> None:
-    if split not in ("train", "eval"):
-        raise ValueError(f'split must be "train" or "eval", got {split!r}')
+SPLITS = ("train", "eval")
 
 
 def _require(cfg: ml_collections.ConfigDict, field: str) -> str:
@@ -87,15 +42,13 @@ def _tfds(cfg, split):
         manual_dir=cfg.manual_dir,
         shuffle_files=split == "train",
     )
-    return ds, cityscapes_labels.label_map(), cityscapes_labels.PALETTE, None
+    return ds, cityscapes_labels.label_map()
 
 
 def _cityscapes_folder(cfg, split):
     root = _require(cfg, "root")
-    ds, files = cityscapes_folder.load(
-        root, cfg.train_split if split == "train" else cfg.eval_split
-    )
-    return ds, cityscapes_labels.label_map(), cityscapes_labels.PALETTE, files.eval_pairs
+    ds, _ = cityscapes_folder.load(root, cfg.train_split if split == "train" else cfg.eval_split)
+    return ds, cityscapes_labels.label_map()
 
 
 def _mask_folder(cfg, split):
@@ -109,8 +62,7 @@ def _mask_folder(cfg, split):
             raise ValueError(
                 f"Class lists differ: {path} has {names}, {other_path} has {other_names}"
             )
-    ds, label_map = mask_folder.load(directory, ignore_label=cfg.ignore_label)
-    return ds, label_map, distinct_palette(label_map.num_classes), None
+    return mask_folder.load(directory, ignore_label=cfg.ignore_label)
 
 
 def _synthetic(cfg, split):
@@ -120,8 +72,7 @@ def _synthetic(cfg, split):
         seed=cfg.seed,
         image_size=tuple(cfg.image_size),
     )
-    label_map = LabelMap.contiguous(synthetic_segmentation.CLASS_NAMES)
-    return ds, label_map, distinct_palette(label_map.num_classes), None
+    return ds, LabelMap.contiguous(synthetic_segmentation.CLASS_NAMES)
 
 
 _LOADERS = {
@@ -134,11 +85,10 @@ _LOADERS = {
 
 def load_segmentation_source(
     cfg: ml_collections.ConfigDict, split: str
-) -> tuple[tf.data.Dataset, LabelMap, dict]:
-    """Decoded examples, label map and extras of `split` ("train" or "eval") of cfg.source."""
-    _check_split(split)
+) -> tuple[tf.data.Dataset, LabelMap]:
+    """Decoded examples of `split` ("train" or "eval") of cfg.source, and its LabelMap."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if cfg.source not in _LOADERS:
-        raise ValueError(f"Unknown data.source {cfg.source!r}; expected one of {SOURCES}")
-    ds, label_map, palette, file_paths = _LOADERS[cfg.source](cfg, split)
-    extras = {"ignore_label": IGNORE_LABEL, "palette": palette, "file_paths": file_paths}
-    return ds, label_map, extras
+        raise ValueError(f"unknown data source {cfg.source!r}; expected one of {SOURCES}")
+    return _LOADERS[cfg.source](cfg, split)

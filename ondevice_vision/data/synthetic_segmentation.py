@@ -15,8 +15,9 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from ondevice_vision.data.label_map import IGNORE_LABEL
+
 CLASS_NAMES = ("background", "circle", "rectangle", "triangle")
-IGNORE_LABEL = 255
 _SPLIT_STREAMS = {"train": 0, "eval": 1}
 # Mean RGB of each shape class; per-object jitter stays well inside each colour family.
 _CLASS_COLOURS = np.array([[0, 0, 0], [205, 60, 55], [60, 185, 70], [55, 85, 210]], np.float32)

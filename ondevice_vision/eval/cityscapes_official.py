@@ -22,7 +22,7 @@ import numpy as np
 from absl import logging
 from cityscapesscripts.helpers.labels import labels as _CITYSCAPES_LABELS
 
-from ondevice_vision import atomic_files
+from ondevice_vision import files
 
 # The 19 evaluated classes, in train-id order (trainIds 0..18).
 _EVAL_LABELS = sorted(
@@ -69,7 +69,7 @@ def write_prediction_png(train_id_map: np.ndarray, image_stem: str, out_dir: str
     """Writes `<out_dir>/<city>_<seq>_<frame>_pred.png` (labelIds, mode L); returns the path."""
     label_ids = train_ids_to_label_ids(train_id_map)
     path = os.path.join(out_dir, f"{core_name(image_stem)}_pred.png")
-    atomic_files.write_png(label_ids, path)
+    files.write_png(label_ids, path)
     return path
 
 
@@ -91,7 +91,7 @@ def write_submission(
             )
         paths.append(write_prediction_png(train_id_map, image_stem, out_dir))
     if zip_path is not None:
-        with atomic_files.atomic_write(zip_path, "wb") as f:
+        with files.atomic_write(zip_path, "wb") as f:
             with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as archive:
                 for path in paths:
                     archive.write(path, arcname=os.path.basename(path))
@@ -149,7 +149,7 @@ def run_official_evaluation(pred_dir: str, gt_label_files, out_json: str | None 
 
     result = _summarise(official, instance_level, len(gt_label_files))
     if out_json:
-        atomic_files.write_json(_nan_to_none({**result, "official": official}), out_json)
+        files.write_json(_nan_to_none({**result, "official": official}), out_json)
     return result
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from ondevice_vision import atomic_files
+from ondevice_vision import files
 from ondevice_vision.data.label_map import LabelMap
 
 # The order of COCOeval.stats after summarize().
@@ -198,7 +198,7 @@ class CocoEvaluator:
 
     def write_detections(self, path: str) -> str:
         """COCO result JSON (a list of {image_id, category_id, bbox, score})."""
-        atomic_files.write_json(self._detections, path)
+        files.write_json(self._detections, path)
         return path
 
     def write_ground_truth(self, path: str) -> str:
@@ -207,7 +207,7 @@ class CocoEvaluator:
             raise ValueError(
                 f"ground truth comes from {self.annotation_file}; there is none to write"
             )
-        atomic_files.write_json(self._ground_truth_dataset(), path)
+        files.write_json(self._ground_truth_dataset(), path)
         return path
 
     def _check_image(self, image_id, height, width, already_added: set, what: str) -> int:

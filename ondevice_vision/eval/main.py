@@ -32,78 +32,10 @@ def define_flags():
     flags.mark_flags_as_required(["config"])
 
 
-def evaluate_checkpoint(config, workdir: str, checkpoint: str | None = None) -> dict:
-    import tensorflow as tf
-
-    from ondevice_vision.train import checkpointing, loop, tasks
-
-    path = checkpointing.latest_or_given(workdir, checkpoint)
-    model = tasks.get_task(config).build_model(config)
-    tf.train.Checkpoint(model=model).read(path).expect_partial().assert_existing_objects_matched()
-    step = _step_of(path)
-    metrics = loop.evaluate(config, model, workdir, step)
-    return {"checkpoint": path, "step": step, **metrics}
-
-
-def exported_predict_fn(exported):
-    """loop.evaluate's predict_fn for an ExportedModel: eval images in, model-index outputs out."""
-    import numpy as np
-    import tensorflow as tf
-
-    def predict(images):
-        pixels = np.clip(np.rint(images.numpy()), 0, 255).astype(np.uint8)
-        outputs = exported.predict(pixels)
-        if exported.task == "detection":
-            outputs["detection_classes"] = exported.to_contiguous(
-                outputs["detection_classes"], outputs["num_detections"]
-            )
-        return {k: tf.constant(v) for k, v in outputs.items()}
-
-    return predict
-
-
-def evaluate_exported(
-    config,
-    model_path: str,
-    workdir: str | None = None,
-    num_threads: int | None = None,
-    expect_format: str | None = None,
-) -> dict:
-    """Metrics of a SavedModel / TFLite export on the config's eval data."""
-    from ondevice_vision.export.exported_model import load_exported_model
-    from ondevice_vision.train import loop, tasks
-
-    exported = load_exported_model(model_path, num_threads=num_threads)
-    if expect_format and exported.info.format != expect_format:
-        raise ValueError(f"{model_path} is a {exported.info.format} export, not {expect_format}")
-    if exported.task != config.task:
-        raise ValueError(f"{model_path} is a {exported.task} model but the config is {config.task}")
-    _, data_label_map = tasks.get_task(config).build_dataset(config, "eval", 1)
-    if tuple(data_label_map.dataset_ids) != tuple(exported.label_map.dataset_ids):
-        raise ValueError(
-            f"{model_path} predicts classes {exported.label_map.names[:5]}... (ids "
-            f"{exported.label_map.dataset_ids[:5]}...) but the eval data has "
-            f"{data_label_map.names[:5]}... (ids {data_label_map.dataset_ids[:5]}...)"
-        )
-    if workdir:
-        loop.check_workdir(workdir)
-    metrics = loop.evaluate(config, None, workdir, None, predict_fn=exported_predict_fn(exported))
-    info = exported.info
-    return {
-        "model": model_path,
-        "format": info.format,
-        "quantization": info.quantization,
-        **metrics,
-    }
-
-
-def _step_of(path: str):
-    tail = path.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else None
-
-
 def main(argv):
     del argv
+    from ondevice_vision.eval import evaluate
+
     exported = [
         (p, f) for p, f in ((FLAGS.saved_model, "saved_model"), (FLAGS.tflite, "tflite")) if p
     ]
@@ -113,11 +45,13 @@ def main(argv):
         if FLAGS.checkpoint:
             raise app.UsageError("--checkpoint does not apply to --saved_model / --tflite")
         ((path, fmt),) = exported
-        result = evaluate_exported(FLAGS.config, path, FLAGS.workdir, FLAGS.num_threads, fmt)
+        result = evaluate.evaluate_exported(
+            FLAGS.config, path, FLAGS.workdir, FLAGS.num_threads, fmt
+        )
     else:
         if not FLAGS.workdir:
             raise app.UsageError("--workdir is required to evaluate a checkpoint")
-        result = evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint)
+        result = evaluate.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint)
     print(json.dumps(result, default=str))
 
 

@@ -16,6 +16,8 @@ import json
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from ondevice_vision.sizes import parse_size
+
 FLAGS = flags.FLAGS
 
 
@@ -32,7 +34,7 @@ def define_flags():
         None,
         "HEIGHT,WIDTH the network runs at. Detection: default model.input_size. Segmentation "
         "SavedModel: default each image's own size; segmentation TFLite: default model.input_size, "
-        "else data.eval_size, else data.crop_size.",
+        "else data.crop_size.",
     )
     flags.DEFINE_integer("num_calibration_images", 100, "int8: training images for calibration.")
     flags.DEFINE_boolean(
@@ -50,51 +52,18 @@ def define_flags():
     flags.mark_flags_as_required(["config", "export_dir"])
 
 
-def parse_size(text: str | None):
-    if not text:
-        return None
-    try:
-        height, width = (int(v) for v in text.replace("x", ",").split(","))
-    except ValueError as e:
-        raise ValueError(f"--input_size must be HEIGHT,WIDTH, got {text!r}") from e
-    if height < 1 or width < 1:
-        raise ValueError(f"--input_size must be positive, got {text!r}")
-    return height, width
-
-
 def resolve_input_size(config, override, fmt: str):
     """The export input size (see the --input_size flag), or None for native segmentation."""
+    from ondevice_vision.export.task_exports import export_class
+
     if override is not None:
         return tuple(override)
-    if config.task == "detection":
-        return tuple(int(v) for v in config.model.input_size)
-    if fmt == "saved_model":
-        return None
-    for section, key in (("model", "input_size"), ("data", "eval_size"), ("data", "crop_size")):
-        value = config[section].get(key)
-        if value:
-            size = (value, value) if isinstance(value, int) else tuple(value)
-            return tuple(int(v) for v in size)
-    raise ValueError("segmentation TFLite export needs --input_size=HEIGHT,WIDTH")
-
-
-def load_trained_model(config, workdir: str | None, checkpoint: str | None):
-    """The task's model with the checkpoint's weights; returns (model, checkpoint path)."""
-    import tensorflow as tf
-
-    from ondevice_vision.train import checkpointing, tasks
-
-    if not workdir and not checkpoint:
-        raise ValueError("pass --workdir (latest checkpoint) or --checkpoint")
-    path = checkpointing.latest_or_given(workdir, checkpoint)
-    model = tasks.get_task(config).build_model(config)
-    tf.train.Checkpoint(model=model).read(path).expect_partial().assert_existing_objects_matched()
-    return model, path
+    return export_class(config.task).default_input_size(config, fmt)
 
 
 def label_map_and_palette(config, label_map_file: str | None = None):
+    from ondevice_vision import tasks
     from ondevice_vision.data.label_map import LabelMap
-    from ondevice_vision.train import tasks
 
     task = tasks.get_task(config)
     if label_map_file:
@@ -161,6 +130,8 @@ def export(
 def main(argv):
     del argv
     config = FLAGS.config
+    from ondevice_vision.tasks import load_trained_model
+
     model, path = load_trained_model(config, FLAGS.workdir, FLAGS.checkpoint)
     label_map, palette = label_map_and_palette(config, FLAGS.label_map)
     out = export(

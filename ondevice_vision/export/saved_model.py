@@ -1,11 +1,12 @@
-"""Export a detector or segmenter as a SavedModel with serving signatures (see serving.py)."""
+"""Export a detector or segmenter as a SavedModel with serving signatures (see signatures.py)."""
 
 from __future__ import annotations
 
 from ondevice_vision.data.label_map import LabelMap
-from ondevice_vision.export import serving
-from ondevice_vision.export.atomic_dir import atomic_directory
+from ondevice_vision.export import signatures
 from ondevice_vision.export.export_info import ExportInfo, write_export_files
+from ondevice_vision.export.task_exports import task_export
+from ondevice_vision.files import atomic_directory
 
 
 def export_saved_model(
@@ -25,25 +26,19 @@ def export_saved_model(
     None (run at each image's own size). `with_probabilities` adds the segmentation
     `probabilities` output ([B, H, W, K] float32: large at Cityscapes resolution).
     """
-    task = config.task
-    if label_map.num_classes != config.model.num_classes:
-        raise ValueError(
-            f"label map has {label_map.num_classes} classes but model.num_classes is "
-            f"{config.model.num_classes}"
-        )
-    functions = serving.serving_functions(
-        task, config, model, label_map, input_size, with_probabilities
+    functions = task_export(
+        config, model, label_map, input_size, with_probabilities=with_probabilities
     )
     info = ExportInfo(
-        task=task,
+        task=functions.task,
         format="saved_model",
-        input_size=getattr(functions, "input_size", None),
+        input_size=functions.input_size,
         num_classes=label_map.num_classes,
         palette=None if palette is None else tuple(tuple(int(c) for c in p) for p in palette),
-        signatures=serving.SIGNATURES,
-        extra=dict(extra or {}, with_probabilities=bool(with_probabilities)),
+        signatures=signatures.SIGNATURES,
+        extra=dict(extra or {}, **functions.saved_model_details()),
     )
-    archive = serving.build_archive(functions, model)
+    archive = signatures.build_archive(functions, model)
     with atomic_directory(export_dir, overwrite=overwrite) as tmp:
         archive.write_out(tmp, verbose=False)
         write_export_files(tmp, info, label_map)

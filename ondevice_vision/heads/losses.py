@@ -55,8 +55,9 @@ def detection_loss(
       normalize_box_loss_by_codesize: the OD API option `normalize_loc_loss_by_codesize` (divides
         the box loss by 4).
 
-    Returns dict(cls_loss [B], box_loss [B], total [B]); each image's sums are divided by
-    max(1, its number of positive anchors).
+    Returns dict(cls_loss [B], box_loss [B], total [B]): each image's weighted sums, not yet
+    normalised. The trainer divides them by the positive anchors of the whole global batch (the
+    OD API's `normalize_loss_by_num_matches`), which a per-image division cannot express.
     """
     num_slots = class_outputs.shape[-1]
     if num_slots is not None and num_slots != num_classes + 1:
@@ -75,8 +76,8 @@ def detection_loss(
     huber = smooth_l1(targets["box_targets"], box_outputs, delta=delta)
     box_sum = tf.reduce_sum(huber * box_weights, axis=1)
 
-    normalizer = tf.maximum(tf.cast(targets["num_positives"], tf.float32), 1.0)
-    box_normalizer = normalizer * 4.0 if normalize_box_loss_by_codesize else normalizer
-    cls_loss = cls_weight * cls_sum / normalizer
-    box_loss = box_weight * box_sum / box_normalizer
+    if normalize_box_loss_by_codesize:
+        box_sum /= 4.0
+    cls_loss = cls_weight * cls_sum
+    box_loss = box_weight * box_sum
     return {"cls_loss": cls_loss, "box_loss": box_loss, "total": cls_loss + box_loss}

@@ -1,20 +1,42 @@
 """The SSDLite detector: backbone taps, four extra layers and depthwise box / class predictors.
 
 Follows the TF Object Detection API's `ssd_mobilenet_v3` feature extractor and its convolutional
-box predictor with `use_depthwise: true` (REFERENCE.md §2). Outputs are raw: box encodings
-[B, A, 4] and class logits [B, A, K + 1] with the background in column 0; anchors, target
-assignment, losses and NMS live beside this module and depend only on the input size.
+box predictor with `use_depthwise: true` (docs/reference_facts.md). Outputs are raw: box encodings
+[B, A, 4] and class logits [B, A, K + 1] with the background in column 0. The detector owns its
+inference contract, as keras-hub's RetinaNet does: `anchors(input_size)` and `detect(outputs)`
+(decoding + NMS); target assignment and losses live beside this module.
 """
 
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import layers
 
 from ondevice_vision.backbones import build_backbone
 from ondevice_vision.heads import anchors as anchors_lib
+from ondevice_vision.heads import postprocess
 
 EXTRA_DEPTHS = (512, 256, 256, 128)
+# The OD API's ssdlite_mobilenet_v3 anchor generator, box coder and NMS settings.
+DEFAULT_ANCHOR_OPTIONS = {
+    "min_scale": 0.2,
+    "max_scale": 0.95,
+    "aspect_ratios": (1.0, 2.0, 0.5, 3.0, 0.3333),
+    "interpolated_scale_aspect_ratio": 1.0,
+    "reduce_boxes_in_lowest_layer": True,
+    "box_scale_factors": (10.0, 10.0, 5.0, 5.0),
+}
+DEFAULT_POSTPROCESS_OPTIONS = {
+    "score_threshold": 1e-8,
+    "iou_threshold": 0.6,
+    "max_detections_per_class": 100,
+    "max_detections": 100,
+}
+
+
+def _jsonable(options: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
 
 
 class _HeadBuilder:
@@ -80,6 +102,8 @@ class SSDLiteDetector(keras.Model):
         backbone_bn_momentum: float = 0.97,
         bn_epsilon: float = 1e-3,
         input_shape=(None, None, 3),
+        anchor_options=None,
+        postprocess_options=None,
         **kwargs,
     ):
         anchors_per_location = tuple(int(a) for a in anchors_per_location)
@@ -133,10 +157,34 @@ class SSDLiteDetector(keras.Model):
         self.backbone_bn_momentum = backbone_bn_momentum
         self.bn_epsilon = bn_epsilon
         self.image_shape = tuple(input_shape)
+        self.anchor_options = dict(DEFAULT_ANCHOR_OPTIONS, **(anchor_options or {}))
+        self.postprocess_options = dict(DEFAULT_POSTPROCESS_OPTIONS, **(postprocess_options or {}))
 
     @property
     def backbone(self):
         return self.get_layer("backbone")
+
+    def anchors(self, input_size):
+        """The anchors [A, 4] (normalised yxyx) matching the outputs at (height, width)."""
+        return anchor_boxes(self.anchor_options, 2 + len(self.extra_depths), input_size)
+
+    @property
+    def box_scale_factors(self) -> tuple[float, ...]:
+        return tuple(float(s) for s in self.anchor_options["box_scale_factors"])
+
+    def detect(self, outputs, input_size):
+        """Raw outputs at `input_size` -> decoded boxes after NMS (see postprocess.py)."""
+        o = self.postprocess_options
+        return postprocess.postprocess(
+            outputs["box_outputs"],
+            outputs["class_outputs"],
+            tf.constant(self.anchors(input_size)),
+            score_threshold=o["score_threshold"],
+            iou_threshold=o["iou_threshold"],
+            max_detections_per_class=o["max_detections_per_class"],
+            max_total_detections=o["max_detections"],
+            scale_factors=self.box_scale_factors,
+        )
 
     def get_config(self):
         return {
@@ -154,6 +202,8 @@ class SSDLiteDetector(keras.Model):
             "backbone_bn_momentum": self.backbone_bn_momentum,
             "bn_epsilon": self.bn_epsilon,
             "input_shape": list(self.image_shape),
+            "anchor_options": _jsonable(self.anchor_options),
+            "postprocess_options": dict(self.postprocess_options),
         }
 
     @classmethod
@@ -163,11 +213,12 @@ class SSDLiteDetector(keras.Model):
 
 def build_detector(model_config) -> SSDLiteDetector:
     """From the `model` section of a detection config."""
+    anchor_options = {k: model_config.anchors[k] for k in DEFAULT_ANCHOR_OPTIONS}
     per_location = anchors_lib.anchors_per_location(
         num_layers=2 + len(model_config.extra_depths),
-        aspect_ratios=tuple(model_config.aspect_ratios),
-        interpolated_scale_aspect_ratio=model_config.interpolated_scale_aspect_ratio,
-        reduce_boxes_in_lowest_layer=model_config.reduce_boxes_in_lowest_layer,
+        aspect_ratios=tuple(anchor_options["aspect_ratios"]),
+        interpolated_scale_aspect_ratio=anchor_options["interpolated_scale_aspect_ratio"],
+        reduce_boxes_in_lowest_layer=anchor_options["reduce_boxes_in_lowest_layer"],
     )
     return SSDLiteDetector(
         backbone=model_config.backbone,
@@ -180,17 +231,20 @@ def build_detector(model_config) -> SSDLiteDetector:
         init_stddev=model_config.init_stddev,
         head_bn_momentum=model_config.head_bn_momentum,
         backbone_bn_momentum=model_config.backbone_bn_momentum,
+        anchor_options=anchor_options,
+        postprocess_options={k: model_config.postprocess[k] for k in DEFAULT_POSTPROCESS_OPTIONS},
     )
 
 
-def anchor_boxes(model_config, input_size):
-    """The anchors matching the detector's outputs at `input_size` (height, width)."""
-    sizes = anchors_lib.feature_map_sizes(tuple(input_size))[: 2 + len(model_config.extra_depths)]
+def anchor_boxes(anchor_options: dict, num_layers: int, input_size):
+    """SSD anchors [A, 4] of `num_layers` feature maps at `input_size` (height, width)."""
+    o = dict(DEFAULT_ANCHOR_OPTIONS, **anchor_options)
+    sizes = anchors_lib.feature_map_sizes(tuple(input_size))[:num_layers]
     return anchors_lib.ssd_anchors(
         sizes,
-        min_scale=model_config.min_scale,
-        max_scale=model_config.max_scale,
-        aspect_ratios=tuple(model_config.aspect_ratios),
-        interpolated_scale_aspect_ratio=model_config.interpolated_scale_aspect_ratio,
-        reduce_boxes_in_lowest_layer=model_config.reduce_boxes_in_lowest_layer,
+        min_scale=o["min_scale"],
+        max_scale=o["max_scale"],
+        aspect_ratios=tuple(o["aspect_ratios"]),
+        interpolated_scale_aspect_ratio=o["interpolated_scale_aspect_ratio"],
+        reduce_boxes_in_lowest_layer=o["reduce_boxes_in_lowest_layer"],
     )

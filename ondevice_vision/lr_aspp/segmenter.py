@@ -46,7 +46,7 @@ class Segmenter(keras.Model):
 
     def __init__(
         self,
-        backbone_name: str = "mobilenet_v3_large",
+        backbone: str = "mobilenet_v3_large",
         num_classes: int = 19,
         depth_multiplier: float = 1.0,
         reduced_tail="segmentation",
@@ -69,17 +69,19 @@ class Segmenter(keras.Model):
         window, strides = paper_pooling_geometry(crop_size, output_stride)
         if attention_pool_strides is not None:
             strides = attention_pool_strides
-        backbone = build_backbone(
-            backbone_name,
+        net = build_backbone(
+            backbone,
             depth_multiplier=depth_multiplier,
             reduced_tail=reduced_tail,
             output_stride=output_stride,
             endpoints=_ENDPOINTS,
             bn_momentum=bn_momentum,
             input_shape=input_shape,
+            # The trainer and the ImageNet importers find the backbone by this name.
+            name="backbone",
         )
         inputs = keras.Input(shape=tuple(input_shape), name="image")
-        features = backbone(inputs)
+        features = net(inputs)
         logits = lraspp_decoder(
             features["lraspp_low"],
             features["lraspp_high"],
@@ -91,13 +93,13 @@ class Segmenter(keras.Model):
             pool_strides=strides,
             bn_momentum=bn_momentum,
         )
-        kwargs.setdefault("name", f"lraspp_{backbone_name}")
+        kwargs.setdefault("name", f"lraspp_{backbone}")
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
-        self.backbone = backbone
-        self.backbone_name = backbone_name
+        self.backbone = net
+        self.backbone_name = backbone
         self.num_classes = num_classes
         self.depth_multiplier = depth_multiplier
-        self.reduced_tail = backbone.reduced_tail
+        self.reduced_tail = net.reduced_tail
         self.output_stride = output_stride
         self.head_filters = head_filters
         self.attention_pooling = attention_pooling
@@ -112,7 +114,7 @@ class Segmenter(keras.Model):
         return {
             "name": self.name,
             "trainable": self.trainable,
-            "backbone_name": self.backbone_name,
+            "backbone": self.backbone_name,
             "num_classes": self.num_classes,
             "depth_multiplier": self.depth_multiplier,
             "reduced_tail": self.reduced_tail,
@@ -131,7 +133,7 @@ class Segmenter(keras.Model):
 
 
 def build_segmenter(
-    backbone_name: str,
+    backbone: str,
     num_classes: int,
     depth_multiplier: float = 1.0,
     reduced_tail="segmentation",
@@ -145,7 +147,7 @@ def build_segmenter(
 ) -> Segmenter:
     """`build_segmenter("mobilenet_v3_large", 19)` is the paper's V3-Large RF2 LR-ASPP F=128."""
     return Segmenter(
-        backbone_name=backbone_name,
+        backbone=backbone,
         num_classes=num_classes,
         depth_multiplier=depth_multiplier,
         reduced_tail=reduced_tail,

@@ -91,12 +91,14 @@ def main(argv):
     import keras
     import tensorflow as tf
 
-    from ondevice_vision.train import loop
+    from ondevice_vision import files
+    from ondevice_vision.eval.evaluate import evaluate, evaluate_checkpoint
     from ondevice_vision.train import strategy as strategy_lib
+    from ondevice_vision.train.trainer import NonFiniteLossError, Trainer
 
     config, workdir = FLAGS.config, FLAGS.workdir
     try:
-        loop.check_workdir(workdir)
+        files.check_writable_dir(workdir)
     except PermissionError as e:
         sys.exit(f"ERROR: {e}")
     if FLAGS.cpu_replicas:
@@ -112,23 +114,21 @@ def main(argv):
     precision = None if FLAGS.mixed_precision == "none" else FLAGS.mixed_precision
     result = {}
     if FLAGS.mode in ("train", "train_and_eval"):
-        trainer = loop.Trainer(config, workdir, strategy, mixed_precision=precision)
+        trainer = Trainer(config, workdir, strategy, mixed_precision=precision)
 
         def eval_fn(model, step):
             if trainer.is_chief:
-                metrics = loop.evaluate(config, model, workdir, step)
+                metrics = evaluate(config, model, workdir, step)
                 logging.info("eval at step %d: %s", step, json.dumps(_headline(metrics)))
 
         try:
             result = trainer.train(eval_fn if FLAGS.mode == "train_and_eval" else None)
-        except loop.NonFiniteLossError as e:
+        except NonFiniteLossError as e:
             logging.error("%s", e)
             sys.exit(f"ERROR: {e}")
         if FLAGS.mode == "train_and_eval" and trainer.is_chief and not result.get("preempted"):
-            result = loop.evaluate(config, trainer.model, workdir, result["step"])
+            result = evaluate(config, trainer.model, workdir, result["step"])
     else:
-        from ondevice_vision.eval.main import evaluate_checkpoint
-
         result = evaluate_checkpoint(config, workdir)
     print(json.dumps(_headline(result)))
 

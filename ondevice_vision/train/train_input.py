@@ -49,9 +49,10 @@ def check_not_empty(dataset: tf.data.Dataset, what: str) -> tf.data.Dataset:
 class TrainInput:
     """Makes the iterator the train loop consumes, and the per-replica batches from its items."""
 
-    def __init__(self, strategy: tf.distribute.Strategy, build: BuildFn, per_replica_batch: int):
+    def __init__(self, strategy: tf.distribute.Strategy, build: BuildFn, global_batch: int):
         self.strategy = strategy
-        self.per_replica_batch = per_replica_batch
+        self.global_batch = global_batch
+        self.per_replica_batch = global_batch // strategy.num_replicas_in_sync
         self.local_replicas = local_replicas(strategy)
         self.workers = num_input_workers(strategy)
         self.checkpointable = self.workers == 1 and not isinstance(
@@ -68,13 +69,14 @@ class TrainInput:
                 input_pipeline_id=0,
                 num_replicas_in_sync=self.strategy.num_replicas_in_sync,
             )
-            dataset = self._build(self.per_replica_batch * self.local_replicas, context)
+            # The one worker reads whole global batches and slices them per replica.
+            dataset = self._build(self.global_batch, context)
             dataset = check_not_empty(dataset, "the training input")
             self.element_spec = dataset.element_spec
             return iter(dataset.with_options(_options()))
 
         def dataset_fn(context):
-            dataset = self._build(context.get_per_replica_batch_size(self._global_batch), context)
+            dataset = self._build(context.get_per_replica_batch_size(self.global_batch), context)
             what = f"the training input of worker {context.input_pipeline_id}"
             self.element_spec = dataset.element_spec
             return check_not_empty(dataset, what).with_options(_options())
@@ -84,10 +86,6 @@ class TrainInput:
             self.workers,
         )
         return iter(self.strategy.distribute_datasets_from_function(dataset_fn))
-
-    @property
-    def _global_batch(self) -> int:
-        return self.per_replica_batch * self.strategy.num_replicas_in_sync
 
     def next_batch(self, iterator):
         """The next (images, labels), per replica; call inside the train tf.function."""

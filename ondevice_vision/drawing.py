@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ondevice_vision import atomic_files
+from ondevice_vision import files
 
 
 def default_palette(num_classes: int) -> np.ndarray:
@@ -168,7 +168,7 @@ def save_png(image: np.ndarray, path: str) -> str:
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
         raise ValueError(f"save_png {path}: expected [H, W] or [H, W, 3], got {image.shape}")
     # A reader never sees a half-written file.
-    atomic_files.write_png(image, path)
+    files.write_png(image, path)
     return path
 
 

@@ -1,4 +1,4 @@
-"""Console progress for long runs: step, losses, learning rate, steps/s, images/s and ETA."""
+"""Console progress for long runs (training, evaluation, calibration): rates and ETA."""
 
 from __future__ import annotations
 

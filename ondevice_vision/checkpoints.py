@@ -15,13 +15,14 @@ own that is removed when they finish.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 
 import tensorflow as tf
 from absl import logging
+
+from ondevice_vision import files
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -97,11 +98,17 @@ def save(manager, step: int) -> str:
     return path
 
 
-def restore_model_only(model, path: str) -> None:
-    """Weights only (no optimizer, no step), e.g. to start from another run's checkpoint."""
+def restore_weights(model, path: str) -> None:
+    """The model's weights only (no optimizer, no step): for eval, export and initialisation."""
     if not (tf.io.gfile.exists(path + ".index") or tf.io.gfile.exists(path)):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     tf.train.Checkpoint(model=model).read(path).expect_partial().assert_existing_objects_matched()
+
+
+def step_of(path: str) -> int | None:
+    """The step number in a checkpoint prefix (`.../ckpt-1200` -> 1200), or None."""
+    tail = path.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else None
 
 
 def latest_or_given(workdir: str, checkpoint: str | None = None) -> str:
@@ -124,11 +131,17 @@ def latest_or_given(workdir: str, checkpoint: str | None = None) -> str:
 def write_config(config, workdir: str) -> str:
     """The resolved config as JSON (atomic), so a run can be audited and reproduced."""
     path = os.path.join(workdir, "config.json")
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(json.dumps(config.to_dict(), indent=1, default=str))
-    tf.io.gfile.rename(tmp, path, overwrite=True)
-    return path
+    return files.write_json(_jsonable(config.to_dict()), path)
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
 
 
 def cleanup_worker_dirs(is_chief: bool, worker_index: int, workdir: str) -> None:

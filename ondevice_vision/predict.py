@@ -18,8 +18,8 @@ import os
 import numpy as np
 from absl import app, flags, logging
 
+from ondevice_vision import drawing, files
 from ondevice_vision.data.image_decode import check_image_file
-from ondevice_vision.export import drawing
 
 FLAGS = flags.FLAGS
 
@@ -48,11 +48,11 @@ def list_inputs(path: str) -> list[str]:
     if not os.path.isdir(path):
         raise FileNotFoundError(f"input not found: {path}")
     names = sorted(os.listdir(path))
-    files = [os.path.join(path, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
-    ignored = len([n for n in names if os.path.isfile(os.path.join(path, n))]) - len(files)
+    images = [os.path.join(path, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
+    ignored = len([n for n in names if os.path.isfile(os.path.join(path, n))]) - len(images)
     if ignored:
         logging.info("%s: ignoring %d files without an image extension", path, ignored)
-    return files
+    return images
 
 
 def read_image(path: str) -> np.ndarray:
@@ -129,7 +129,7 @@ def segmentation_record(exported, outputs: dict, image: np.ndarray, alpha: float
 
 def predict_files(
     exported,
-    files: list[str],
+    paths: list[str],
     output_dir: str,
     score_threshold: float = 0.3,
     alpha: float = 0.5,
@@ -137,7 +137,7 @@ def predict_files(
     """Runs `exported` on every file; returns (and writes) the predictions.json payload."""
     os.makedirs(output_dir, exist_ok=True)
     results, skipped = [], []
-    for path in files:
+    for path in paths:
         try:
             image = read_image(path)
         except ValueError as e:
@@ -165,7 +165,7 @@ def predict_files(
         logging.warning(
             "Skipped %d of %d inputs: %s",
             len(skipped),
-            len(files),
+            len(paths),
             ", ".join(s["file"] for s in skipped),
         )
     payload = {
@@ -176,11 +176,7 @@ def predict_files(
         "images": results,
         "skipped": skipped,
     }
-    path = os.path.join(output_dir, RESULTS_FILE)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=1)
-    os.replace(tmp, path)
+    files.write_json(payload, os.path.join(output_dir, RESULTS_FILE))
     return payload
 
 
@@ -188,9 +184,9 @@ def main(argv):
     del argv
     from ondevice_vision.export.exported_model import load_exported_model
 
-    files = list_inputs(FLAGS.input)
+    inputs = list_inputs(FLAGS.input)
     exported = load_exported_model(FLAGS.model, num_threads=FLAGS.num_threads)
-    payload = predict_files(exported, files, FLAGS.output, FLAGS.score_threshold, FLAGS.alpha)
+    payload = predict_files(exported, inputs, FLAGS.output, FLAGS.score_threshold, FLAGS.alpha)
     summary = {
         "output": os.path.join(FLAGS.output, RESULTS_FILE),
         "processed": len(payload["images"]),

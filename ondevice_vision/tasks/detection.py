@@ -1,4 +1,4 @@
-"""The detection task: SSDLite model, COCO-style input pipeline with anchor targets, loss, mAP.
+"""The detection task: SSDLite model, COCO-style input pipeline with anchor targets, losses.
 
 Anchor matching runs in the input pipeline (parallel, on the host), so the train step only runs
 the network and the loss.
@@ -11,22 +11,28 @@ import functools
 import numpy as np
 import tensorflow as tf
 
+from ondevice_vision import drawing
 from ondevice_vision.data import detection_augment
 from ondevice_vision.data.detection_sources import load_detection_source
+from ondevice_vision.data.image_decode import resize_pixels
 from ondevice_vision.data.label_map import LabelMap
-from ondevice_vision.export import drawing
-from ondevice_vision.heads import losses, postprocess, ssdlite, target_assigner
+from ondevice_vision.data.pipeline import prepare_source
+from ondevice_vision.heads import losses, ssdlite, target_assigner
 
-NAME = "detection"
 LOSS_KEYS = ("cls_loss", "box_loss")
 
 
-def build_model(config):
+def build_model(config) -> ssdlite.SSDLiteDetector:
     return ssdlite.build_detector(config.model)
 
 
-def anchors(config, input_size=None):
-    return ssdlite.anchor_boxes(config.model, input_size or config.model.input_size)
+def anchors(config, input_size=None) -> np.ndarray:
+    """The anchors of the config's detector at `input_size` (default model.input_size), without
+    building the model (the input pipeline needs them on the host)."""
+    m = config.model
+    return ssdlite.anchor_boxes(
+        dict(m.anchors), 2 + len(m.extra_depths), input_size or m.input_size
+    )
 
 
 def model_label_map(config, source_map: LabelMap) -> LabelMap:
@@ -80,7 +86,7 @@ def parse_example(example, config, anchor_boxes, remap, training: bool):
             image, boxes, classes, is_crowd
         )
         image, boxes = detection_augment.random_horizontal_flip(image, boxes)
-    image = detection_augment.resize_image(image, tuple(config.model.input_size))
+    image = resize_pixels(image, config.model.input_size)
     m = config.model
     targets = target_assigner.assign_targets(
         boxes,
@@ -88,10 +94,10 @@ def parse_example(example, config, anchor_boxes, remap, training: bool):
         is_crowd,
         anchor_boxes,
         num_classes=m.num_classes,
-        matched_threshold=m.matched_threshold,
-        unmatched_threshold=m.unmatched_threshold,
-        force_match_for_each_row=m.force_match,
-        scale_factors=tuple(m.box_scale_factors),
+        matched_threshold=m.matcher.matched_threshold,
+        unmatched_threshold=m.matcher.unmatched_threshold,
+        force_match_for_each_row=m.matcher.force_match,
+        scale_factors=tuple(m.anchors.box_scale_factors),
     )
     max_boxes = config.data.max_boxes
     labels = dict(targets)
@@ -108,14 +114,15 @@ def build_dataset(config, split: str, batch_size: int, input_context=None, repea
     training = split == "train"
     source, source_map = load_detection_source(config.data, split)
     label_map = model_label_map(config, source_map)
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        source = source.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-    if training:
-        source = source.shuffle(config.train.shuffle_buffer, seed=config.train.seed)
-    if repeat if repeat is not None else training:
-        source = source.repeat()
-    elif config.eval.max_images:
-        source = source.take(config.eval.max_images)
+    source = prepare_source(
+        source,
+        training,
+        shuffle_buffer=config.train.shuffle_buffer,
+        seed=config.train.seed,
+        input_context=input_context,
+        repeat=repeat,
+        max_examples=config.eval.max_images,
+    )
     parse = functools.partial(
         parse_example,
         config=config,
@@ -131,73 +138,36 @@ def build_dataset(config, split: str, batch_size: int, input_context=None, repea
 def compute_losses(config, outputs, labels) -> tuple[dict, tf.Tensor]:
     """Per-image loss sums [B] and the per-image normaliser [B] (number of positive anchors).
 
-    The loop divides the summed losses by the normaliser summed over the global batch, which is
-    the OD API's normalisation by the number of matches, correct for any replica count.
+    The trainer divides the summed losses by the normaliser summed over the global batch, which
+    is the OD API's normalisation by the number of matches, correct for any replica count.
     """
     m = config.model
-    per_image = losses.detection_loss(
+    sums = losses.detection_loss(
         outputs["box_outputs"],
         outputs["class_outputs"],
         labels,
         num_classes=m.num_classes,
-        alpha=m.focal_alpha,
-        gamma=m.focal_gamma,
-        delta=m.huber_delta,
-        cls_weight=m.cls_weight,
-        box_weight=m.box_weight,
-        encode_background_as_zeros=m.encode_background_as_zeros,
-        normalize_box_loss_by_codesize=m.normalize_box_loss_by_codesize,
+        alpha=m.loss.focal_alpha,
+        gamma=m.loss.focal_gamma,
+        delta=m.loss.huber_delta,
+        cls_weight=m.loss.cls_weight,
+        box_weight=m.loss.box_weight,
+        encode_background_as_zeros=m.loss.encode_background_as_zeros,
+        normalize_box_loss_by_codesize=m.loss.normalize_box_loss_by_codesize,
     )
-    # detection_loss divides each image by max(1, its positives): undo it to get plain sums.
-    per_image_norm = tf.maximum(tf.cast(labels["num_positives"], tf.float32), 1.0)
-    sums = {k: per_image[k] * per_image_norm for k in LOSS_KEYS}
-    return sums, tf.cast(labels["num_positives"], tf.float32)
+    return {k: sums[k] for k in LOSS_KEYS}, tf.cast(labels["num_positives"], tf.float32)
 
 
 def predict(config, model, images):
-    outputs = model(images, training=False)
-    m = config.model
-    input_size = tuple(int(s) for s in images.shape[1:3]) if images.shape[1] else None
-    return postprocess.postprocess(
-        outputs["box_outputs"],
-        outputs["class_outputs"],
-        tf.constant(anchors(config, input_size)),
-        score_threshold=m.score_threshold,
-        iou_threshold=m.iou_threshold,
-        max_detections_per_class=m.max_detections_per_class,
-        max_total_detections=m.max_detections,
-        scale_factors=tuple(m.box_scale_factors),
-    )
-
-
-class Evaluator:
-    """COCO mAP over the eval split (official annotation file when configured)."""
-
-    def __init__(self, config, label_map: LabelMap):
-        from ondevice_vision.eval.coco_evaluator import CocoEvaluator
-
-        self.config = config
-        self.coco = CocoEvaluator(label_map, annotation_file=config.eval.get("annotation_file"))
-
-    def update(self, predictions: dict, labels: dict) -> None:
-        self.coco.update(predictions, labels)
-
-    def result(self) -> dict:
-        return self.coco.evaluate()
-
-    def write(self, directory: str) -> None:
-        import os
-
-        if self.config.eval.get("write_detections", True):
-            self.coco.write_detections(os.path.join(directory, "detections.json"))
-
-
-def make_evaluator(config, label_map: LabelMap) -> Evaluator:
-    return Evaluator(config, label_map)
+    """Float images [B, H, W, 3] at the model input size -> detections (model class indices)."""
+    del config
+    input_size = tuple(int(s) for s in images.shape[1:3])
+    return model.detect(model(images, training=False), input_size)
 
 
 def visualize(config, images, predictions, labels, label_map: LabelMap) -> np.ndarray:
     """Predicted boxes drawn on the (resized) eval images, as one grid image."""
+    del config, labels
     pictures = []
     for i in range(len(images)):
         n = int(predictions["num_detections"][i])
@@ -212,6 +182,3 @@ def visualize(config, images, predictions, labels, label_map: LabelMap) -> np.nd
             )
         )
     return drawing.image_grid(pictures, cols=min(4, len(pictures)))
-
-
-HEADLINE_METRIC = "AP"

@@ -1,4 +1,4 @@
-"""One training loop for both tasks under any tf.distribute strategy, plus the evaluation loop.
+"""One training loop for both tasks under any tf.distribute strategy.
 
 The step is ours (a `tf.function` over several steps per call), not `model.fit`: the same code
 runs on one device, MirroredStrategy, MultiWorkerMirroredStrategy and TPUStrategy.
@@ -17,19 +17,16 @@ with `train.nan_policy="skip"`), and weights are checked to be finite before eve
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import signal
-import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from ondevice_vision.train import checkpointing, tasks
+from ondevice_vision import checkpoints, tasks
+from ondevice_vision.progress import Progress
 from ondevice_vision.train.optimizer import build_optimizer, build_schedule
-from ondevice_vision.train.progress import Progress
+from ondevice_vision.train.preemption import Preemption
 from ondevice_vision.train.strategy import worker_info
 from ondevice_vision.train.train_input import TrainInput
 
@@ -40,64 +37,6 @@ NAN_POLICIES = ("stop", "skip")
 
 class NonFiniteLossError(RuntimeError):
     pass
-
-
-class _Preemption:
-    """SIGTERM / SIGINT set a flag; the loop checkpoints and exits at the next step boundary.
-
-    A second Ctrl-C interrupts at once (the last checkpoint stays the latest).
-    """
-
-    def __init__(self):
-        self.requested = False
-        self._previous = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        del frame
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without the checkpoint
-        logging.warning("Signal %d received: checkpointing and stopping.", signum)
-        self.requested = True
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-def _atomic_write_json(path, payload):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(json.dumps(payload, indent=1, default=_json_default))
-    tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def check_workdir(workdir: str) -> None:
-    """Fails early, naming the directory, when the workdir cannot be created or written."""
-    try:
-        tf.io.gfile.makedirs(workdir)
-        probe = os.path.join(workdir, f".write-test-{os.getpid()}")
-        with tf.io.gfile.GFile(probe, "w") as f:
-            f.write("ok")
-        tf.io.gfile.remove(probe)
-    except (OSError, tf.errors.OpError) as e:
-        detail = getattr(e, "message", None) or str(e)
-        raise PermissionError(f"workdir {workdir} is not writable: {detail}") from e
 
 
 @contextlib.contextmanager
@@ -152,7 +91,7 @@ class Trainer:
         self.per_replica_batch = self.global_batch // replicas
         if tc.nan_policy not in NAN_POLICIES:
             raise ValueError(f"train.nan_policy must be stop or skip, got {tc.nan_policy!r}")
-        self.input = TrainInput(strategy, self._build_train_dataset, self.per_replica_batch)
+        self.input = TrainInput(strategy, self._build_train_dataset, self.global_batch)
         logging.info(
             "Strategy %s: %d replicas on %d input workers, per-replica batch %d, global batch %d",
             type(strategy).__name__,
@@ -327,26 +266,27 @@ class Trainer:
             if tf.io.gfile.isdir(path):
                 path = tf.train.latest_checkpoint(path) or path
             logging.info("Initialising the model from %s", path)
-            checkpointing.restore_model_only(self.model, path)
+            checkpoints.restore_weights(self.model, path)
         if tc.get("imagenet_weights"):
             from ondevice_vision.backbones import load_imagenet_weights
 
             path = None if tc.imagenet_weights == "auto" else tc.imagenet_weights
-            used = load_imagenet_weights(self.model.get_layer("backbone"), path)
+            # Both task models expose their nested Backbone as `.backbone`.
+            used = load_imagenet_weights(self.model.backbone, path)
             logging.info("Backbone initialised from ImageNet weights %s", used)
 
     def _restore(self, checkpoint):
         """Resumes from the run's latest checkpoint; returns the data iterator to train on."""
         tc = self.config.train
         if self.is_chief:
-            checkpointing.remove_incomplete(self.workdir)
-        latest = checkpointing.latest_checkpoint(self.workdir)
+            checkpoints.remove_incomplete(self.workdir)
+        latest = checkpoints.latest_checkpoint(self.workdir)
         if latest:
-            checkpointing.restore(checkpoint, latest)
+            checkpoints.restore(checkpoint, latest)
         else:
             self._initialise_weights()
         save_data = self.input.checkpointable and tc.checkpoint_data_iterator
-        restore_data = bool(latest) and save_data and checkpointing.has_entry(latest, "data")
+        restore_data = bool(latest) and save_data and checkpoints.has_entry(latest, "data")
         if latest and not restore_data:
             # A fresh pipeline with the original seed would replay the run's first batches.
             self._data_seed_offset = int(self.step.numpy())
@@ -372,7 +312,7 @@ class Trainer:
         try:
             return self._train(eval_fn)
         finally:
-            checkpointing.cleanup_worker_dirs(self.is_chief, self.worker_index, self.workdir)
+            checkpoints.cleanup_worker_dirs(self.is_chief, self.worker_index, self.workdir)
 
     def _train(self, eval_fn):
         config, tc = self.config, self.config.train
@@ -382,11 +322,11 @@ class Trainer:
         optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
         checkpoint = tf.train.Checkpoint(model=self.model, optimizer=optimizer, step=self.step)
         iterator = self._restore(checkpoint)
-        manager = checkpointing.make_manager(
+        manager = checkpoints.make_manager(
             checkpoint, self.workdir, tc.keep_checkpoints, self.is_chief, self.worker_index
         )
         if self.is_chief:
-            checkpointing.write_config(config, self.workdir)
+            checkpoints.write_config(config, self.workdir)
         start = int(self.step.numpy())
         if start >= tc.total_steps:
             logging.info("Already trained %d/%d steps.", start, tc.total_steps)
@@ -411,9 +351,9 @@ class Trainer:
                     f"Non-finite weights at step {step}; not saving them. The last good "
                     f"checkpoint is {manager.latest_checkpoint or '(none)'}."
                 )
-            checkpointing.save(manager, step)
+            checkpoints.save(manager, step)
 
-        with _Preemption() as preemption:
+        with Preemption() as preemption:
             while int(self.step.numpy()) < tc.total_steps:
                 step = int(self.step.numpy())
                 boundaries = [tc.total_steps, _next_multiple(step, steps_per_loop)]
@@ -489,57 +429,3 @@ class Trainer:
 def _next_multiple(step: int, every: int) -> int:
     every = max(1, int(every))
     return (step // every + 1) * every
-
-
-# -------------------------------------------------------------------- evaluation
-def evaluate(config, model, workdir: str | None, step: int | None = None, predict_fn=None) -> dict:
-    """Runs the task's evaluator over the eval split; writes metrics JSON, summaries, pictures."""
-    task = tasks.get_task(config)
-    dataset, label_map = task.build_dataset(config, "eval", config.eval.batch_size)
-    evaluator = task.make_evaluator(config, label_map)
-    if predict_fn is None:
-        predict_fn = tf.function(lambda images: task.predict(config, model, images))
-    pictures = None
-    images_seen = 0
-    start = time.perf_counter()
-    for images, labels in dataset:
-        predictions = {k: v.numpy() for k, v in predict_fn(images).items()}
-        labels_np = {k: v.numpy() for k, v in labels.items()}
-        evaluator.update(predictions, labels_np)
-        if pictures is None and config.eval.num_visualizations:
-            n = config.eval.num_visualizations
-            sub = {k: v[:n] for k, v in predictions.items()}
-            pictures = task.visualize(config, images.numpy()[:n], sub, labels_np, label_map)
-        images_seen += int(images.shape[0])
-    elapsed = time.perf_counter() - start
-    if images_seen == 0:
-        raise ValueError("The eval split yielded no images: nothing to evaluate")
-    metrics = evaluator.result()
-    logging.info(
-        "Evaluated %d images in %.1fs (%.1f img/s)",
-        images_seen,
-        elapsed,
-        images_seen / max(elapsed, 1e-9),
-    )
-    if workdir:
-        eval_dir = os.path.join(workdir, "eval")
-        tf.io.gfile.makedirs(eval_dir)
-        payload = {"step": step, "num_images": images_seen, **metrics}
-        _atomic_write_json(os.path.join(workdir, "metrics.json"), payload)
-        if step is not None:
-            _atomic_write_json(os.path.join(eval_dir, f"metrics_{step}.json"), payload)
-        evaluator.write(eval_dir)
-        writer = tf.summary.create_file_writer(eval_dir)
-        with writer.as_default(step=step or 0):
-            for k, v in metrics.items():
-                if isinstance(v, (int, float)) and v is not None and np.isfinite(v):
-                    tf.summary.scalar(f"metrics/{k}", v)
-            if pictures is not None:
-                tf.summary.image("predictions", pictures[np.newaxis], step=step or 0)
-        writer.flush()
-        if pictures is not None:
-            from ondevice_vision.export.drawing import save_png
-
-            name = f"predictions_{step}.png" if step is not None else "predictions.png"
-            save_png(pictures, os.path.join(eval_dir, name))
-    return metrics

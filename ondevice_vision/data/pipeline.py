@@ -1,0 +1,37 @@
+"""The part of every input pipeline that does not depend on the task: shard, shuffle, repeat.
+
+    source = prepare_source(source, training=True, shuffle_buffer=1000, seed=0,
+                            input_context=context)
+
+Sharding comes first so each input worker reads a disjoint part of the (fixed-order) source;
+shuffling comes before repeating so every epoch is a full pass in a new order.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def prepare_source(
+    source: tf.data.Dataset,
+    training: bool,
+    shuffle_buffer: int = 0,
+    seed: int = 0,
+    input_context: tf.distribute.InputContext | None = None,
+    repeat: bool | None = None,
+    max_examples: int = 0,
+) -> tf.data.Dataset:
+    """Decoded examples -> this worker's shard, shuffled and repeated when training.
+
+    `repeat` defaults to `training`; `max_examples` (> 0) cuts a non-repeated pipeline short,
+    as `eval.max_images` does.
+    """
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        source = source.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    if training and shuffle_buffer:
+        source = source.shuffle(shuffle_buffer, seed=seed)
+    if training if repeat is None else repeat:
+        return source.repeat()
+    if max_examples:
+        source = source.take(max_examples)
+    return source
