@@ -12,7 +12,7 @@ SSDLite-V3-Large 320 (COCO head, 90 classes, reduced tail) and LR-ASPP-V3-Large 
 Timed: the model call alone (image already resized), median over --runs after --warmup calls.
 TensorFlow gets --threads intra-op threads (1 inter-op); the TFLite interpreter --threads threads.
 Target: float TFLite SSDLite-V3-Large with post-processing under 40 ms (torchvision's eager
-ssdlite320_mobilenet_v3_large: 160 ms on this machine, REFERENCE.md §5).
+ssdlite320_mobilenet_v3_large: 160 ms on this machine, docs/speed.md).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 Detection reads a generated COCO-format folder of 640x480 JPEGs through the real pipeline (JPEG
 decode, SSD random crop, flip, resize, anchor matching), so "real input" is the full cost a COCO
 run pays per step; "cached" feeds one prepared batch again and again (the model alone).
-Segmentation also reports the latency of one 1024x2048 inference (batch 1), as in REFERENCE.md §5.
+Segmentation also reports the latency of one 1024x2048 inference (batch 1), as in docs/speed.md.
 Targets (issues 3 and 4): detection step <= 1.3 s, pipeline >= 3x what training consumes;
 segmentation step <= 6 s, 1024x2048 inference <= 1.0 s.
 """

@@ -12,6 +12,7 @@ import json
 from absl import app, flags
 from ml_collections import config_flags
 
+from ondevice_vision import cli
 from ondevice_vision.backbones import BACKBONES
 from ondevice_vision.sizes import parse_size
 
@@ -32,7 +33,7 @@ config_flags.DEFINE_config_file("config", None, "A model config (detector or seg
 flags.DEFINE_bool("table", False, "Print the models table (measured vs published) as Markdown.")
 
 # label, builder, options, reference trainable count (keras.applications; EdgeTPU: slim),
-# paper params, paper MAdds at 224 (REFERENCE.md §1).
+# paper params, paper MAdds at 224 (docs/reference_facts.md).
 PUBLISHED = (
     ("MobileNetV3-Large 1.0", "mobilenet_v3_large", {}, 5_483_032, 5.4e6, 219e6),
     (
@@ -172,7 +173,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

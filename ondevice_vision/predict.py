@@ -16,9 +16,9 @@ import json
 import os
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from ondevice_vision import drawing, files
+from ondevice_vision import cli, drawing, files
 from ondevice_vision.data.image_decode import check_image_file
 
 FLAGS = flags.FLAGS
@@ -197,7 +197,7 @@ def main(argv):
 
 def run():
     define_flags()
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

@@ -74,3 +74,22 @@ def test_train_and_eval_then_eval_the_checkpoint(tmp_path):
     assert again["AP"] == pytest.approx(metrics["AP"], abs=1e-6)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         evaluate_checkpoint(config, str(tmp_path / "empty"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "module,flag",
+    [
+        ("ondevice_vision.train", "--workdir"),
+        ("ondevice_vision.eval", "--saved_model"),
+        ("ondevice_vision.export", "--export_dir"),
+        ("ondevice_vision.predict", "--score_threshold"),
+        ("ondevice_vision.info", "--depth_multiplier"),
+    ],
+)
+def test_every_cli_runs_as_python_dash_m_and_its_help_lists_its_flags(module, flag):
+    out = subprocess.run(
+        [sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert flag in out.stdout + out.stderr

@@ -17,7 +17,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "ondevice_vision"
 # Bottom to top. Units on one line are peers: they may not import each other.
 LAYERS = [
     ["configs"],
-    ["files", "progress", "sizes"],
+    ["files", "progress", "sizes", "cli"],
     ["checkpoints", "drawing", "backbones", "model_stats"],
     ["data"],
     ["heads", "lr_aspp"],

@@ -11,8 +11,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
-from test_export_fixtures import (
+from export_fixtures import (
     detection_config,
     eval_images,
     label_map,
@@ -20,6 +19,7 @@ from test_export_fixtures import (
     png_bytes,
     segmentation_config,
 )
+from PIL import Image
 
 from ondevice_vision import drawing
 from ondevice_vision.configs import lraspp_mobilenet_v3_small_cityscapes

@@ -1,4 +1,4 @@
-"""Block tables of the MobileNetV3 and MobileNetEdgeTPU releases (REFERENCE.md §1).
+"""Block tables of the MobileNetV3 and MobileNetEdgeTPU releases (docs/reference_facts.md).
 
 Expansions are factors of the block's input channels, as in the release and keras.applications,
 so a depth multiplier and a reduced tail change every dependent width consistently.

@@ -18,6 +18,8 @@ import json
 from absl import app, flags
 from ml_collections import config_flags
 
+from ondevice_vision import cli
+
 FLAGS = flags.FLAGS
 
 
@@ -57,7 +59,7 @@ def main(argv):
 
 def run():
     define_flags()
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

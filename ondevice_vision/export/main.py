@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
+from ondevice_vision import cli
 from ondevice_vision.sizes import parse_size
 
 FLAGS = flags.FLAGS
@@ -155,7 +156,7 @@ def main(argv):
 
 def run():
     define_flags()
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

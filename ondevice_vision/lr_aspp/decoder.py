@@ -1,4 +1,4 @@
-"""The LR-ASPP decoder of MobileNetV3 (paper section 6.4, Figure 10; REFERENCE.md §3).
+"""The LR-ASPP decoder of MobileNetV3 (paper section 6.4, Figure 10; docs/reference_facts.md).
 
     high (stride 16) -> 1x1 conv F, no bias -> BN -> ReLU ...................... semantic
     high (stride 16) -> avg pool -> 1x1 conv F (bias) -> sigmoid -> bilinear ... attention

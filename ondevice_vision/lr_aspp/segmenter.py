@@ -1,4 +1,4 @@
-"""The LR-ASPP segmenter: a MobileNet backbone plus the LR-ASPP decoder (REFERENCE.md §3).
+"""The LR-ASPP segmenter: a MobileNet backbone plus the LR-ASPP decoder (docs/reference_facts.md).
 
 Which reduced tail reproduces the paper
 ---------------------------------------

@@ -17,6 +17,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_dict, config_flags
 
+from ondevice_vision import cli
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:arg]).")
 flags.DEFINE_string("workdir", None, "Where checkpoints, summaries and results go.")
@@ -139,7 +141,7 @@ def _headline(metrics: dict) -> dict:
 
 
 def run():
-    app.run(main, flags_parser=parse_flags)
+    cli.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

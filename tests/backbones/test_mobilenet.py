@@ -15,7 +15,7 @@ from ondevice_vision.backbones.imagenet_weights import (
 )
 from ondevice_vision.model_stats import count_madds, count_params
 
-# REFERENCE.md §1: keras.applications counts (weights=None): (total, trainable).
+# docs/reference_facts.md: keras.applications counts (weights=None): (total, trainable).
 KERAS_COUNTS = {
     ("mobilenet_v3_large", 1.0, True): (5_507_432, 5_483_032),
     ("mobilenet_v3_large", 1.0, False): (2_996_352, 2_971_952),

@@ -8,7 +8,7 @@ import os
 import shutil
 
 import pytest
-from test_export_fixtures import (
+from export_fixtures import (
     detection_config,
     label_map,
     lively_model,

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_export_fixtures import (
+from export_fixtures import (
     assert_same_detections,
     confident,
     detection_config,

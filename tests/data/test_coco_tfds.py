@@ -21,6 +21,7 @@ from ondevice_vision.data import coco_tfds, detection_sources
 _IDS_FILE = os.path.join(
     os.path.dirname(__file__),
     "..",
+    "..",
     "ondevice_vision",
     "data",
     "resources",

@@ -13,13 +13,13 @@ import json
 
 import numpy as np
 import pytest
-from test_export_fixtures import (
+from export_fixtures import (
     label_map,
+    operators,
     overfit_model,
     overfit_segmentation_config,
     training_examples,
 )
-from test_export_tflite_int8_detection import operators
 
 from ondevice_vision.eval.miou import StreamingConfusionMatrix
 from ondevice_vision.export import tflite

@@ -17,7 +17,7 @@ from ondevice_vision.lr_aspp import (
 )
 from ondevice_vision.model_stats import count_madds, count_params
 
-# Paper Table 7 / Table 8 (REFERENCE.md §3): trainable params, MAdds at 1024x2048 OS16 and OS32.
+# Paper Table 7 / Table 8 (docs/reference_facts.md): trainable params, MAdds at 1024x2048 OS16 and OS32.
 PAPER = {
     "mobilenet_v3_large": (1.51e6, 9.74e9, 7.74e9),
     "mobilenet_v3_small": (0.47e6, 2.90e9, 2.06e9),

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
-from test_export_fixtures import (
+from export_fixtures import (
     assert_same_detections,
     confident,
     detection_config,

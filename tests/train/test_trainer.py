@@ -176,3 +176,37 @@ def test_check_workdir_creates_or_names_the_directory(tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(PermissionError, match=f"workdir {blocker}/run is not writable"):
         files.check_writable_dir(str(blocker / "run"))
+
+
+def test_imagenet_weights_initialise_a_segmenters_backbone(tmp_path):
+    """train.imagenet_weights works for segmentation configs too (the trainer once looked up a
+    layer named "backbone" that only the detector had)."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    from ondevice_vision.backbones import build_backbone
+    from ondevice_vision.configs import lraspp_mobilenet_v3_small_shapes
+
+    reference = keras.applications.MobileNetV3Small(
+        input_shape=(64, 64, 3), include_top=False, weights=None, include_preprocessing=False
+    )
+    rng = np.random.default_rng(0)
+    reference.set_weights([rng.normal(size=w.shape).astype("float32") for w in reference.weights])
+    path = str(tmp_path / "weights.h5")
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, reference)
+    config = lraspp_mobilenet_v3_small_shapes.get_config("smoke")
+    config.model.reduced_tail = None  # the keras.applications architecture
+    config.train.imagenet_weights = path
+    trainer = trainer_lib.Trainer(config, str(tmp_path / "run"), strategy.create_strategy("auto"))
+    trainer._initialise_weights()
+    expected = build_backbone("mobilenet_v3_small", include_top=False)
+    from ondevice_vision.backbones import load_imagenet_weights
+
+    load_imagenet_weights(expected, path)
+    by_name = {v.path.split("/", 1)[-1]: v.numpy() for v in expected.weights}
+    loaded = {v.path.split("/", 1)[-1]: v.numpy() for v in trainer.model.backbone.weights}
+    shared = sorted(set(by_name) & set(loaded))
+    assert len(shared) > 50
+    for name in shared:
+        np.testing.assert_array_equal(loaded[name], by_name[name], err_msg=name)

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = "ondevice_vision/configs/ssdlite_mobilenet_v3_small_shapes.py:smoke"
 # Half the start-up cost of the detector (fewer layers to trace), for tests that need any model.
 SEGMENTATION_SMOKE = "ondevice_vision/configs/lraspp_mobilenet_v3_small_shapes.py:smoke"

@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_export_fixtures import eval_images, label_map, lively_model, segmentation_config
-from test_export_tflite_int8_detection import operators
+from export_fixtures import eval_images, label_map, lively_model, operators, segmentation_config
 
 from ondevice_vision.export import tflite
 from ondevice_vision.export.exported_model import load_exported_model

@@ -13,9 +13,9 @@ import json
 
 import numpy as np
 import pytest
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
-from test_export_fixtures import (
+from export_fixtures import (
     label_map,
+    operators,
     overfit_detection_config,
     overfit_model,
     training_examples,
@@ -47,25 +47,6 @@ def trained(tmp_path_factory):
         num_calibration_images=CALIBRATION_IMAGES,
     )
     return config, model, labels, load_exported_model(path, num_threads=2)
-
-
-def operators(path):
-    """[(op name, input dtypes, output dtypes)] of a .tflite file, delegates off."""
-    interpreter = Interpreter(
-        model_path=path,
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-    )
-    interpreter.allocate_tensors()
-    tensors = interpreter.get_tensor_details()
-    ops = [
-        (
-            op["op_name"],
-            {tensors[i]["dtype"] for i in op["inputs"] if i >= 0},
-            {tensors[i]["dtype"] for i in op["outputs"]},
-        )
-        for op in interpreter._get_ops_details()
-    ]
-    return interpreter, ops
 
 
 def test_int8_detector_is_integer_up_to_the_postprocess_op(trained):

@@ -15,6 +15,7 @@ import io
 import keras
 import numpy as np
 import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from PIL import Image
 
 from ondevice_vision import files, tasks
@@ -210,3 +211,22 @@ def test_lively_segmenter_predicts_several_classes():
     logits = lively_model(config)(images.astype("float32")).numpy()
     assert logits.std(axis=0).mean() > 0.5
     assert len(np.unique(logits.argmax(-1))) >= 2
+
+
+def operators(path):
+    """[(op name, input dtypes, output dtypes)] of a .tflite file, delegates off."""
+    interpreter = Interpreter(
+        model_path=path,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    interpreter.allocate_tensors()
+    tensors = interpreter.get_tensor_details()
+    ops = [
+        (
+            op["op_name"],
+            {tensors[i]["dtype"] for i in op["inputs"] if i >= 0},
+            {tensors[i]["dtype"] for i in op["outputs"]},
+        )
+        for op in interpreter._get_ops_details()
+    ]
+    return interpreter, ops

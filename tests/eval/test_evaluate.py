@@ -1,0 +1,27 @@
+"""The evaluate driver writes every result through tf.io.gfile, so remote workdirs work."""
+
+import numpy as np
+import tensorflow as tf
+
+from ondevice_vision.configs import ssdlite_mobilenet_v3_small_shapes
+from ondevice_vision.eval import evaluate
+from ondevice_vision.tasks import detection as detection_task
+
+
+def test_results_of_a_remote_workdir_land_on_that_filesystem(tmp_path, monkeypatch):
+    """ram:// is TensorFlow's in-memory filesystem: it stands in for gs:// here. Nothing may
+    appear in a local folder named after the scheme (the old os.makedirs(abspath) bug)."""
+    monkeypatch.chdir(tmp_path)
+    config = ssdlite_mobilenet_v3_small_shapes.get_config("smoke")
+    model = detection_task.build_model(config)
+    workdir = "ram://ondevice_eval_test/run"
+    metrics = evaluate.evaluate(config, model, workdir, step=3)
+    assert np.isfinite(metrics["AP50"]) or metrics["AP50"] == -1
+    for name in (
+        "metrics.json",
+        "eval/metrics_3.json",
+        "eval/detections.json",
+        "eval/predictions_3.png",
+    ):
+        assert tf.io.gfile.exists(f"{workdir}/{name}"), name
+    assert not list(tmp_path.iterdir()), "wrote into a local folder instead"
