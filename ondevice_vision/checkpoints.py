@@ -4,8 +4,9 @@ Crash safety comes from how TensorFlow writes: `Checkpoint.save` writes the data
 `<prefix>_temp` directory and renames the merged files into place, and CheckpointManager then
 replaces the `checkpoint` index file atomically (write to a temporary file, rename). The index only
 ever names complete checkpoints, so a run killed mid-save resumes from the previous one. Leftovers
-of such a kill (a `_temp` directory, files of a checkpoint the index never got to list) are
-removed when the next run starts.
+of such a kill (a `_temp` directory, files of a step newer than every listed one) are removed when
+the next run starts; other files the index does not list are set aside, never deleted (see
+`tidy_checkpoint_dir`), and a truncated newest checkpoint falls back to the one before it.
 
 In a multi-worker run every worker restores from the chief's directory (the workdir must be on
 storage all workers see: a GCS bucket or NFS). Every worker must take part in a save (reading
@@ -68,28 +69,111 @@ def restore(checkpoint, path: str) -> None:
     logging.info("Resumed from %s", path)
 
 
-def remove_incomplete(workdir: str) -> list[str]:
-    """Deletes what a save killed midway left behind; returns the removed paths (chief only)."""
+_CHECKPOINT_FILE = re.compile(r"^ckpt-(\d+)(_temp.*|\.index|\.data-\d+-of-(\d+))$")
+SET_ASIDE_DIR = "set_aside"
+
+
+def _complete_steps(names) -> set[int]:
+    """Steps whose .index and every data shard are present."""
+    shards, have_index = {}, set()
+    for name in names:
+        m = _CHECKPOINT_FILE.match(name)
+        if not m:
+            continue
+        step = int(m.group(1))
+        if m.group(2) == ".index":
+            have_index.add(step)
+        elif m.group(3):
+            shards.setdefault(step, [0, int(m.group(3))])[0] += 1
+    return {s for s in have_index if s in shards and shards[s][0] == shards[s][1]}
+
+
+def tidy_checkpoint_dir(workdir: str) -> dict:
+    """Start-up housekeeping of WORKDIR/checkpoints (chief only); never deletes a user's files.
+
+    - `ckpt-N_temp` directories, and unlisted files of a step newer than every checkpoint the
+      index lists, are what a save killed midway leaves: they are removed.
+    - With no index at all, complete checkpoints found there (copied in by a user, or a first save
+      killed before its index was written) are adopted: the index is written and the run resumes.
+    - Any other unlisted checkpoint file is moved into `checkpoints/set_aside/`, with a warning.
+    Returns {"removed": [...], "set_aside": [...], "adopted": [...]}.
+    """
+    report = {"removed": [], "set_aside": [], "adopted": []}
     directory = checkpoint_dir(workdir)
     if not tf.io.gfile.isdir(directory):
-        return []
-    listed = {os.path.basename(p) for p in listed_checkpoints(workdir)}
-    removed = []
-    for name in tf.io.gfile.listdir(directory):
-        name = name.rstrip("/")
-        path = os.path.join(directory, name)
-        prefix = re.match(r"^(ckpt-\d+)(?:_temp|\.index$|\.data-\d+-of-\d+$)", name)
-        if prefix is None:
+        return report
+    names = [n.rstrip("/") for n in tf.io.gfile.listdir(directory)]
+    has_index = tf.train.get_checkpoint_state(directory) is not None
+    if not has_index:
+        complete = sorted(_complete_steps(names))
+        if complete:
+            paths = [os.path.join(directory, f"ckpt-{s}") for s in complete]
+            tf.compat.v1.train.update_checkpoint_state(
+                directory, paths[-1], all_model_checkpoint_paths=paths
+            )
+            report["adopted"] = paths
+            logging.warning(
+                "%s had no checkpoint index: adopted the complete checkpoints found there (%s); "
+                "the run resumes from %s",
+                directory,
+                ", ".join(os.path.basename(p) for p in paths),
+                paths[-1],
+            )
+    listed = {int(os.path.basename(p).split("-")[-1]) for p in listed_checkpoints(workdir)}
+    newest = max(listed, default=-1)
+    for name in names:
+        m = _CHECKPOINT_FILE.match(name)
+        if m is None:
             continue
-        if name.startswith(prefix.group(1) + "_temp") or prefix.group(1) not in listed:
-            if tf.io.gfile.isdir(path):
-                tf.io.gfile.rmtree(path)
-            else:
-                tf.io.gfile.remove(path)
-            removed.append(path)
-    if removed:
-        logging.warning("Removed %d files of an interrupted save: %s", len(removed), removed)
-    return removed
+        step, path = int(m.group(1)), os.path.join(directory, name)
+        if m.group(2).startswith("_temp"):
+            tf.io.gfile.rmtree(path) if tf.io.gfile.isdir(path) else tf.io.gfile.remove(path)
+            report["removed"].append(path)
+        elif step not in listed and has_index and step > newest:
+            tf.io.gfile.remove(path)
+            report["removed"].append(path)
+        elif step not in listed:
+            aside = os.path.join(directory, SET_ASIDE_DIR)
+            tf.io.gfile.makedirs(aside)
+            tf.io.gfile.rename(path, os.path.join(aside, name), overwrite=True)
+            report["set_aside"].append(path)
+    if report["removed"]:
+        logging.warning(
+            "Removed %d files of an interrupted save: %s", len(report["removed"]), report["removed"]
+        )
+    if report["set_aside"]:
+        logging.warning(
+            "Moved %d checkpoint files the index does not list into %s (kept, not used): %s",
+            len(report["set_aside"]),
+            os.path.join(directory, SET_ASIDE_DIR),
+            ", ".join(os.path.basename(p) for p in report["set_aside"]),
+        )
+    return report
+
+
+def restore_newest_readable(checkpoint, workdir: str) -> str | None:
+    """Restores the newest listed checkpoint that reads back; returns its path (None: none).
+
+    A truncated or corrupt newest checkpoint is named in a warning and the one before it is
+    tried; when none reads, the error names every file tried.
+    """
+    failures = []
+    for path in reversed(listed_checkpoints(workdir)):
+        try:
+            restore(checkpoint, path)
+        except Exception as e:  # noqa: BLE001 - IndexError, DataLossError, NotFoundError, ...
+            detail = getattr(e, "message", None) or str(e) or type(e).__name__
+            logging.warning(
+                "Cannot read checkpoint %s (%s); trying the one before it", path, detail
+            )
+            failures.append(f"{path}: {detail}")
+            continue
+        if failures:
+            logging.warning("Resumed from %s instead of the unreadable newer ones", path)
+        return path
+    if failures:
+        raise ValueError("no readable checkpoint in the workdir: " + "; ".join(failures))
+    return None
 
 
 def save(manager, step: int) -> str:
@@ -102,7 +186,17 @@ def restore_weights(model, path: str) -> None:
     """The model's weights only (no optimizer, no step): for eval, export and initialisation."""
     if not (tf.io.gfile.exists(path + ".index") or tf.io.gfile.exists(path)):
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    tf.train.Checkpoint(model=model).read(path).expect_partial().assert_existing_objects_matched()
+    try:
+        status = tf.train.Checkpoint(model=model).read(path)
+        status.expect_partial().assert_existing_objects_matched()
+    except AssertionError as e:
+        raise ValueError(
+            f"{path}: this checkpoint does not match the config's model ({model.name}); was it "
+            "written by another config, task, backbone or class count?"
+        ) from e
+    except (IndexError, tf.errors.OpError) as e:
+        detail = getattr(e, "message", None) or str(e)
+        raise ValueError(f"{path}: unreadable checkpoint ({detail})") from e
 
 
 def step_of(path: str) -> int | None:

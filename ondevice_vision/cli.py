@@ -11,6 +11,7 @@ script) and exits with status 1; a traceback of 24-99 lines buries the one sente
 
 from __future__ import annotations
 
+import re
 import sys
 
 from absl import app, flags
@@ -41,6 +42,26 @@ def _print_help(module: str) -> None:
     print(FLAGS.module_help(__name__))
 
 
+def flag_error_line(error: Exception, argv) -> str:
+    """absl reports a broken config file or argument with the whole traceback inside the
+    message; keep its last sentence and name the --config argument it came from."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith("Pass --help")]
+    last = re.sub(r"^[\w.]+(Error|Exception): ", "", lines[-1] if lines else str(error))
+    config = ([a for a in argv[1:] if a.startswith("--config=")] or [None])[-1]
+    where = f"{config}: " if config and "--config" in str(error) else ""
+    return f"ERROR: {where}{last}"
+
+
+def parse_flags(argv):
+    """FLAGS(argv) with one-line errors (exit status 1) instead of absl's usage dump."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        sys.stderr.write(flag_error_line(e, argv) + "\n")
+        sys.exit(1)
+
+
 def run(main, flags_parser=None) -> None:
     """`app.run(main)` with the tool's own --help and one-line errors (see the module doc)."""
     module = main.__module__  # "__main__" under `python -m`: its flags are defined there
@@ -60,5 +81,4 @@ def run(main, flags_parser=None) -> None:
             sys.stderr.write(error_line(e) + "\n")
             sys.exit(1)
 
-    kwargs = {"flags_parser": flags_parser} if flags_parser else {}
-    app.run(guarded, **kwargs)
+    app.run(guarded, flags_parser=flags_parser or parse_flags)

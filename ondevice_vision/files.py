@@ -52,6 +52,13 @@ def exists(path: str) -> bool:
     return _gfile().exists(path) if is_remote(path) else os.path.exists(path)
 
 
+def remove(path: str) -> None:
+    if is_remote(path):
+        _gfile().remove(path)
+    else:
+        os.remove(path)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str, mode: str = "w"):
     """`with atomic_write(path, "wb") as f: ...`: the file appears only if the block succeeds."""
@@ -132,11 +139,7 @@ def check_writable_dir(directory: str, what: str = "workdir") -> None:
         makedirs(directory)
         with atomic_write(os.path.join(directory, ".write-test"), "w") as f:
             f.write("ok")
-        probe = os.path.join(directory, ".write-test")
-        if is_remote(probe):
-            _gfile().remove(probe)
-        else:
-            os.remove(probe)
+        remove(os.path.join(directory, ".write-test"))
     except Exception as e:  # OSError locally, tf.errors.OpError remotely
         detail = getattr(e, "message", None) or str(e)
         raise PermissionError(f"{what} {directory} is not writable: {detail}") from e
@@ -157,6 +160,7 @@ def atomic_directory(target: str, overwrite: bool = False):
         raise FileExistsError(f"{target} already exists (pass --overwrite)")
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
+    remove_leftovers(target)
     tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(target)}.tmp-")
     try:
         yield tmp
@@ -165,6 +169,25 @@ def atomic_directory(target: str, overwrite: bool = False):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def remove_leftovers(target: str) -> list[str]:
+    """Deletes the hidden `.NAME.tmp-*` / `.NAME.old-*` folders an interrupted write of `target`
+    left beside it (they are ours by name and never the result)."""
+    parent, name = os.path.split(os.path.abspath(target))
+    removed = []
+    if not os.path.isdir(parent):
+        return removed
+    for entry in os.listdir(parent):
+        if entry.startswith((f".{name}.tmp-", f".{name}.old-")):
+            path = os.path.join(parent, entry)
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    if removed:
+        from absl import logging
+
+        logging.warning("Removed %d leftovers of an interrupted write: %s", len(removed), removed)
+    return removed
 
 
 def _replace_directory(new: str, target: str) -> None:

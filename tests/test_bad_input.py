@@ -40,6 +40,19 @@ def test_command_line_mistakes_are_named(tmp_path):
             [work, "--strategy=mirrored", "--cpu_replicas=2", "--config.train.batch_size=3"],
             "train.batch_size 3 is not divisible by the 2 replicas",
         ),
+        "ranges": (
+            [
+                work,
+                "--config.train.checkpoint_every_steps=0",
+                "--config.train.base_learning_rate=-1",
+            ],
+            "ERROR: config.train.checkpoint_every_steps: must be a positive integer, got 0; "
+            "config.train.base_learning_rate: must be positive, got -1.0",
+        ),
+        "config_word": (
+            [work, "--config=ondevice_vision/configs/ssdlite_mobilenet_v3_small_shapes.py:smok"],
+            "unknown config argument smok",
+        ),
     }
     runs = {
         name: train_cli.start(args[0], *args[1:], log_path=tmp_path / f"{name}.log")
@@ -49,7 +62,9 @@ def test_command_line_mistakes_are_named(tmp_path):
         code, output = train_cli.finish(process, timeout=300)
         assert code != 0, f"{name}: {output[-2000:]}"
         assert cases[name][1] in output, f"{name}: {output[-2000:]}"
-        assert "Traceback" not in output or name == "replicas", f"{name}: {output[-2000:]}"
+        # Every mistake ends as one line naming the key or file, no traceback.
+        assert "Traceback" not in output, f"{name}: {output[-2000:]}"
+        assert output.count("ERROR:") + output.count("FATAL") == 1, f"{name}: {output[-2000:]}"
     unknown = open(tmp_path / "unknown_key.log").read()
     assert "batch_size" in unknown and "nan_policy" in unknown  # the keys that do exist
     assert not os.path.exists(tmp_path / "work" / "checkpoints")

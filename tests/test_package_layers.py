@@ -18,6 +18,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "ondevice_vision"
 LAYERS = [
     ["configs"],
     ["files", "progress", "sizes", "cli"],
+    ["workdir_lock"],
     ["checkpoints", "drawing", "backbones", "model_stats"],
     ["data"],
     ["heads", "lr_aspp"],

@@ -36,8 +36,10 @@ def define_flags():
 
 def main(argv):
     del argv
+    from ondevice_vision.configs.checks import check_config
     from ondevice_vision.eval import evaluate
 
+    check_config(FLAGS.config)
     exported = [
         (p, f) for p, f in ((FLAGS.saved_model, "saved_model"), (FLAGS.tflite, "tflite")) if p
     ]

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 
+from ondevice_vision import files
 from ondevice_vision.data.label_map import LabelMap
 
 INFO_FILE = "export.json"
@@ -64,6 +65,22 @@ class ExportInfo:
         return cls(**{k: v for k, v in payload.items() if k in fields})
 
 
+def check_replaceable(export_dir: str, overwrite: bool) -> None:
+    """--overwrite replaces only what is recognisably one of our exports (it has export.json):
+    pointed at a folder of photos or a home directory by mistake, it must not delete them."""
+    if not os.path.lexists(export_dir):
+        return
+    if not overwrite:
+        raise FileExistsError(f"{export_dir}: already exists (pass --overwrite to replace it)")
+    if os.path.islink(export_dir) or not os.path.isdir(export_dir):
+        raise FileExistsError(f"{export_dir}: exists and is not an export directory; not replaced")
+    if os.listdir(export_dir) and not os.path.isfile(os.path.join(export_dir, INFO_FILE)):
+        raise FileExistsError(
+            f"{export_dir}: exists and holds no {INFO_FILE}, so it is not an ondevice-export "
+            "directory; refusing to replace it (choose another --export_dir)"
+        )
+
+
 def write_export_files(directory: str, info: ExportInfo, label_map: LabelMap) -> None:
     if label_map.num_classes != info.num_classes:
         raise ValueError(
@@ -71,7 +88,7 @@ def write_export_files(directory: str, info: ExportInfo, label_map: LabelMap) ->
             f"{info.num_classes}"
         )
     label_map.save(os.path.join(directory, LABELS_FILE))
-    with open(os.path.join(directory, INFO_FILE), "w") as f:
+    with files.atomic_write(os.path.join(directory, INFO_FILE)) as f:
         f.write(info.to_json())
 
 

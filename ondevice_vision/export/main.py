@@ -130,7 +130,10 @@ def export(
 
 def main(argv):
     del argv
+    from ondevice_vision.configs.checks import check_config
+
     config = FLAGS.config
+    check_config(config)
     from ondevice_vision.tasks import load_trained_model
 
     model, path = load_trained_model(config, FLAGS.workdir, FLAGS.checkpoint)

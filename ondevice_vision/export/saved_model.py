@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ondevice_vision.data.label_map import LabelMap
 from ondevice_vision.export import signatures
-from ondevice_vision.export.export_info import ExportInfo, write_export_files
+from ondevice_vision.export.export_info import ExportInfo, check_replaceable, write_export_files
 from ondevice_vision.export.task_exports import task_export
 from ondevice_vision.files import atomic_directory
 
@@ -39,6 +39,7 @@ def export_saved_model(
         extra=dict(extra or {}, **functions.saved_model_details()),
     )
     archive = signatures.build_archive(functions, model)
+    check_replaceable(export_dir, overwrite)
     with atomic_directory(export_dir, overwrite=overwrite) as tmp:
         archive.write_out(tmp, verbose=False)
         write_export_files(tmp, info, label_map)

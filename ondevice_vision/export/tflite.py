@@ -20,13 +20,19 @@ import tempfile
 import tensorflow as tf
 from absl import logging
 
-from ondevice_vision import tasks
+from ondevice_vision import files, tasks
 from ondevice_vision.data.image_decode import resize_pixels
 from ondevice_vision.data.label_map import LabelMap
-from ondevice_vision.export.export_info import TFLITE_FILE, ExportInfo, write_export_files
+from ondevice_vision.export.export_info import (
+    TFLITE_FILE,
+    ExportInfo,
+    check_replaceable,
+    write_export_files,
+)
 from ondevice_vision.export.signatures import tflite_graph_archive
 from ondevice_vision.export.task_exports import export_class, task_export
 from ondevice_vision.files import atomic_directory
+from ondevice_vision.progress import Progress
 
 
 def representative_images(config, input_size, num_images: int):
@@ -34,8 +40,17 @@ def representative_images(config, input_size, num_images: int):
 
     def generate():
         dataset, _ = tasks.get_task(config).build_dataset(config, "train", 1)
-        for images, _ in itertools.islice(dataset, num_images):
+        progress = Progress(num_images, 1, 0)
+        for done, (images, _) in enumerate(itertools.islice(dataset, num_images), start=1):
             yield [resize_pixels(images, input_size).numpy()]
+            if done % 25 == 0 or done == num_images:
+                speed = progress.update(done)
+                logging.info(
+                    "int8 calibration: %d/%d images (%.1f img/s)",
+                    done,
+                    num_images,
+                    speed["images_per_sec"],
+                )
 
     return generate
 
@@ -112,8 +127,9 @@ def export_tflite(
         signatures=("serving_default",),
         extra=details,
     )
+    check_replaceable(export_dir, overwrite)
     with atomic_directory(export_dir, overwrite=overwrite) as tmp:
-        with open(os.path.join(tmp, TFLITE_FILE), "wb") as f:
+        with files.atomic_write(os.path.join(tmp, TFLITE_FILE), "wb") as f:
             f.write(flatbuffer)
         write_export_files(tmp, info, label_map)
     logging.info("Wrote %s (%d bytes)", os.path.join(export_dir, TFLITE_FILE), len(flatbuffer))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_dict, config_flags
 
 from ondevice_vision import cli
@@ -79,12 +79,12 @@ def parse_flags(argv):
     """absl's parser, with a clear message for `--config.some.key=...` naming a missing key
     (ml_collections raises a bare AttributeError for those)."""
     try:
-        return app.parse_flags_with_usage(argv)
+        return cli.parse_flags(argv)
     except (AttributeError, KeyError) as e:
         message = _config_override_error(argv, e)
         if message is None:
             raise
-        sys.stderr.write(f"FATAL Flags parsing error: {message}\n")
+        sys.stderr.write(f"ERROR: {message}\n")
         sys.exit(1)
 
 
@@ -94,11 +94,13 @@ def main(argv):
     import tensorflow as tf
 
     from ondevice_vision import files
+    from ondevice_vision.configs.checks import check_config
     from ondevice_vision.eval.evaluate import evaluate, evaluate_checkpoint
     from ondevice_vision.train import strategy as strategy_lib
     from ondevice_vision.train.trainer import NonFiniteLossError, Trainer
 
     config, workdir = FLAGS.config, FLAGS.workdir
+    check_config(config)
     try:
         files.check_writable_dir(workdir)
     except PermissionError as e:

@@ -24,11 +24,13 @@ import tensorflow as tf
 from absl import logging
 
 from ondevice_vision import checkpoints, tasks
+from ondevice_vision.configs.checks import check_config
 from ondevice_vision.progress import Progress
 from ondevice_vision.train.optimizer import build_optimizer, build_schedule
-from ondevice_vision.train.preemption import Preemption
+from ondevice_vision.train.preemption import Preemption, run_interruptible
 from ondevice_vision.train.strategy import worker_info
 from ondevice_vision.train.train_input import TrainInput
+from ondevice_vision.workdir_lock import workdir_lock
 
 REGULARIZED_WEIGHTS = ("kernel", "depthwise_kernel")
 MIXED_PRECISION = ("float16", "bfloat16")
@@ -71,6 +73,7 @@ class Trainer:
     def __init__(
         self, config, workdir: str, strategy: tf.distribute.Strategy, mixed_precision=None
     ):
+        check_config(config)
         self.config = config
         self.workdir = workdir
         self.strategy = strategy
@@ -134,6 +137,8 @@ class Trainer:
             v for v in self.model.trainable_variables if v.name in REGULARIZED_WEIGHTS
         ]
         self.schedule = build_schedule(tc)
+        # Set by the signal handler, read by the compiled loop before every step.
+        self._stop_requested = tf.Variable(False, trainable=False, name="stop_requested")
         self._data_seed_offset = 0
 
     # ---------------------------------------------------------------- data
@@ -216,6 +221,8 @@ class Trainer:
             first_bad_step = tf.constant(-1, tf.int64)
             grad_norm = tf.constant(0.0)
             for _ in tf.range(num_steps):
+                if self._stop_now():
+                    break
                 images, labels = self.input.next_batch(iterator)
                 per_replica, norms = strategy.run(self._replica_step, args=(images, labels))
                 terms = {
@@ -242,6 +249,14 @@ class Trainer:
             return means, status
 
         return train_loop
+
+    def _stop_now(self):
+        """Inside the loop: whether a stop was requested on any worker (read before each step)."""
+        if self.input.workers == 1:
+            return self._stop_requested.read_value()
+        strategy = self.strategy
+        per_replica = strategy.run(lambda: tf.cast(self._stop_requested.read_value(), tf.int32))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None) > 0
 
     def _build_agreement(self):
         """All workers stop together: a signal on any of them stops all (one tiny all-reduce)."""
@@ -279,11 +294,9 @@ class Trainer:
         """Resumes from the run's latest checkpoint; returns the data iterator to train on."""
         tc = self.config.train
         if self.is_chief:
-            checkpoints.remove_incomplete(self.workdir)
-        latest = checkpoints.latest_checkpoint(self.workdir)
-        if latest:
-            checkpoints.restore(checkpoint, latest)
-        else:
+            checkpoints.tidy_checkpoint_dir(self.workdir)
+        latest = checkpoints.restore_newest_readable(checkpoint, self.workdir)
+        if not latest:
             self._initialise_weights()
         save_data = self.input.checkpointable and tc.checkpoint_data_iterator
         restore_data = bool(latest) and save_data and checkpoints.has_entry(latest, "data")
@@ -309,8 +322,11 @@ class Trainer:
 
         Returns {"step", "preempted", loss terms of the last logged interval, "lr"}.
         """
+        # Only the chief writes into the workdir, so only the chief locks it.
+        lock = workdir_lock(self.workdir) if self.is_chief else contextlib.nullcontext()
         try:
-            return self._train(eval_fn)
+            with lock:
+                return self._train(eval_fn)
         finally:
             checkpoints.cleanup_worker_dirs(self.is_chief, self.worker_index, self.workdir)
 
@@ -353,7 +369,8 @@ class Trainer:
                 )
             checkpoints.save(manager, step)
 
-        with Preemption() as preemption:
+        self._stop_requested.assign(False)
+        with Preemption(on_request=lambda: self._stop_requested.assign(True)) as preemption:
             while int(self.step.numpy()) < tc.total_steps:
                 step = int(self.step.numpy())
                 boundaries = [tc.total_steps, _next_multiple(step, steps_per_loop)]
@@ -363,7 +380,9 @@ class Trainer:
                     boundaries.append(_next_multiple(step, eval_every))
                 num_steps = min(boundaries) - step
                 try:
-                    means, status = train_loop(iterator, tf.constant(num_steps, tf.int64))
+                    means, status = run_interruptible(
+                        train_loop, iterator, tf.constant(num_steps, tf.int64)
+                    )
                 except tf.errors.OutOfRangeError as e:
                     raise ValueError(
                         f"The training input ran out of data after step {step}: the data source "

@@ -182,7 +182,7 @@ mirrored = strategy.create_strategy("mirrored")
 def build(batch_size, context):
     ds = tf.data.Dataset.range(1000).map(lambda i: (tf.fill([2], i), {"id": i}))
     return ds.batch(batch_size, drop_remainder=True).repeat()
-data = train_input.TrainInput(mirrored, build, per_replica_batch=3)
+data = train_input.TrainInput(mirrored, build, global_batch=6)
 iterator = data.make_iterator()
 @tf.function
 def step(iterator):

@@ -130,7 +130,7 @@ def test_data_iterator_position_is_restored_from_a_checkpoint(tmp_path):
     def build(batch_size, context):
         return detection_task.build_dataset(config, "train", batch_size, input_context=context)[0]
 
-    data = train_input.TrainInput(one, build, per_replica_batch=2)
+    data = train_input.TrainInput(one, build, global_batch=2)
     assert data.checkpointable
     iterator = data.make_iterator()
     for _ in range(3):
@@ -139,10 +139,10 @@ def test_data_iterator_position_is_restored_from_a_checkpoint(tmp_path):
     path = checkpoint.write(str(tmp_path / "ckpt"))
     ahead = [next(iterator)[1]["image_id"].numpy().tolist() for _ in range(4)]
 
-    fresh = train_input.TrainInput(one, build, per_replica_batch=2).make_iterator()
+    fresh = train_input.TrainInput(one, build, global_batch=2).make_iterator()
     tf.train.Checkpoint(data=fresh).read(path).assert_consumed()
     assert [next(fresh)[1]["image_id"].numpy().tolist() for _ in range(4)] == ahead
-    restarted = train_input.TrainInput(one, build, per_replica_batch=2).make_iterator()
+    restarted = train_input.TrainInput(one, build, global_batch=2).make_iterator()
     assert [next(restarted)[1]["image_id"].numpy().tolist() for _ in range(4)] != ahead
 
 
@@ -171,3 +171,25 @@ def test_remove_incomplete_deletes_only_what_the_index_does_not_list(tmp_path):
     assert checkpointing.latest_checkpoint(workdir).endswith("ckpt-2")
     assert checkpointing.has_entry(checkpointing.latest_checkpoint(workdir), "v")
     assert not checkpointing.has_entry(checkpointing.latest_checkpoint(workdir), "data")
+
+
+def test_sigterm_lands_within_a_few_steps_whatever_steps_per_loop(tmp_path):
+    """A preemption notice gives ~30 s: the stop may not wait for a 20-step tf.function call."""
+    workdir = tmp_path / "run"
+    process = train_cli.start(
+        workdir,
+        "--config.train.total_steps=60",
+        "--config.train.log_every_steps=20",
+        "--config.train.steps_per_loop=20",
+        "--config.train.checkpoint_every_steps=60",
+        log_path=tmp_path / "sigterm.log",
+        config=train_cli.SEGMENTATION_SMOKE,
+    )
+    train_cli.wait_for(train_cli.log_contains(process, "step 20/60"), process)
+    process.send_signal(signal.SIGTERM)
+    code, output = train_cli.finish(process, timeout=120)
+    assert code == 0, output[-3000:]
+    stopped = _latest_step(workdir)
+    # The old loop finished its call first and so stopped exactly at step 40.
+    assert 20 <= stopped <= 24, output[-3000:]
+    assert f"Stopped at step {stopped} after a signal" in output

@@ -210,3 +210,15 @@ def test_imagenet_weights_initialise_a_segmenters_backbone(tmp_path):
     assert len(shared) > 50
     for name in shared:
         np.testing.assert_array_equal(loaded[name], by_name[name], err_msg=name)
+
+
+def test_a_second_trainer_on_a_locked_workdir_is_refused(tmp_path):
+    from ondevice_vision.workdir_lock import WorkdirLockedError, workdir_lock
+
+    config = ssdlite_mobilenet_v3_small_shapes.get_config("smoke")
+    workdir = str(tmp_path / "run")
+    trainer = trainer_lib.Trainer(config, workdir, strategy.create_strategy("one_device"))
+    with workdir_lock(workdir):
+        with pytest.raises(WorkdirLockedError, match="in use by the training run"):
+            trainer.train()
+    assert not os.path.exists(os.path.join(workdir, "checkpoints"))

@@ -1,0 +1,47 @@
+"""Config values are range-checked before anything runs, each problem naming its key."""
+
+import pytest
+
+from ondevice_vision.configs import (
+    lraspp_mobilenet_v3_small_shapes,
+    ssdlite_mobilenet_v3_large_320_coco,
+    ssdlite_mobilenet_v3_small_shapes,
+)
+from ondevice_vision.configs.checks import check_config, config_problems
+
+
+@pytest.mark.parametrize(
+    "module", [ssdlite_mobilenet_v3_large_320_coco, lraspp_mobilenet_v3_small_shapes]
+)
+def test_shipped_configs_pass(module):
+    assert config_problems(module.get_config()) == []
+    assert config_problems(module.get_config("smoke")) == []
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("train.checkpoint_every_steps", 0),
+        ("train.log_every_steps", 0),
+        ("train.batch_size", 0),
+        ("train.batch_size", -4),
+        ("eval.batch_size", 0),
+        ("train.base_learning_rate", -0.1),
+        ("train.total_steps", 0),
+        ("model.num_classes", 0),
+    ],
+)
+def test_out_of_range_values_name_their_key(key, value):
+    config = ssdlite_mobilenet_v3_small_shapes.get_config()
+    section, name = key.split(".")
+    config[section][name] = value
+    with pytest.raises(ValueError, match=rf"config\.{key}: must be"):
+        check_config(config)
+
+
+def test_config_arguments_are_whole_words():
+    with pytest.raises(ValueError, match="unknown config argument smok"):
+        ssdlite_mobilenet_v3_small_shapes.get_config("smok")
+    with pytest.raises(ValueError, match="unknown config argument coco"):
+        ssdlite_mobilenet_v3_large_320_coco.get_config("coco")
+    assert ssdlite_mobilenet_v3_large_320_coco.get_config("coco14,smoke").data.source == "shapes"

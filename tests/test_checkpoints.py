@@ -1,0 +1,67 @@
+"""Start-up housekeeping never deletes a user's checkpoint; a truncated newest one falls back."""
+
+import os
+
+import pytest
+import tensorflow as tf
+
+from ondevice_vision import checkpoints
+
+
+def _saved(workdir, steps):
+    checkpoint = tf.train.Checkpoint(v=tf.Variable(0.0))
+    manager = checkpoints.make_manager(checkpoint, workdir, keep=5)
+    for step in steps:
+        checkpoint.v.assign(float(step))
+        checkpoints.save(manager, step)
+    return checkpoint
+
+
+def test_checkpoints_copied_in_without_an_index_are_adopted_not_deleted(tmp_path):
+    source, workdir = str(tmp_path / "source"), str(tmp_path / "run")
+    _saved(source, [7])
+    os.makedirs(checkpoints.checkpoint_dir(workdir))
+    for name in os.listdir(checkpoints.checkpoint_dir(source)):
+        if name.startswith("ckpt-7"):
+            os.link(
+                os.path.join(checkpoints.checkpoint_dir(source), name),
+                os.path.join(checkpoints.checkpoint_dir(workdir), name),
+            )
+    report = checkpoints.tidy_checkpoint_dir(workdir)
+    assert report["removed"] == [] and [os.path.basename(p) for p in report["adopted"]] == [
+        "ckpt-7"
+    ]
+    restored = tf.train.Checkpoint(v=tf.Variable(0.0))
+    assert checkpoints.restore_newest_readable(restored, workdir).endswith("ckpt-7")
+    assert float(restored.v.numpy()) == 7.0
+
+
+def test_unlisted_older_files_are_set_aside_and_newer_leftovers_removed(tmp_path):
+    workdir = str(tmp_path)
+    _saved(workdir, [2, 4])
+    directory = tmp_path / "checkpoints"
+    (directory / "ckpt-1.index").write_bytes(b"a user's old file")
+    (directory / "ckpt-5.index").write_bytes(b"a killed save")
+    (directory / "notes.txt").write_text("mine")
+    report = checkpoints.tidy_checkpoint_dir(workdir)
+    assert [os.path.basename(p) for p in report["removed"]] == ["ckpt-5.index"]
+    assert [os.path.basename(p) for p in report["set_aside"]] == ["ckpt-1.index"]
+    assert (directory / "set_aside" / "ckpt-1.index").read_bytes() == b"a user's old file"
+    assert (directory / "notes.txt").exists()
+
+
+def test_a_truncated_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
+    workdir = str(tmp_path)
+    _saved(workdir, [2, 4])
+    data = [n for n in os.listdir(tmp_path / "checkpoints") if n.startswith("ckpt-4.data")]
+    path = tmp_path / "checkpoints" / data[0]
+    path.write_bytes(path.read_bytes()[:3])
+    restored = tf.train.Checkpoint(v=tf.Variable(0.0))
+    assert checkpoints.restore_newest_readable(restored, workdir).endswith("ckpt-2")
+    assert float(restored.v.numpy()) == 2.0
+    # Every listed checkpoint broken: an error naming them.
+    for name in os.listdir(tmp_path / "checkpoints"):
+        if name.startswith("ckpt-2.data"):
+            (tmp_path / "checkpoints" / name).write_bytes(b"")
+    with pytest.raises(ValueError, match="ckpt-4.*ckpt-2"):
+        checkpoints.restore_newest_readable(tf.train.Checkpoint(v=tf.Variable(0.0)), workdir)
