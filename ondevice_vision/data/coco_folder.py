@@ -34,14 +34,6 @@ ANNOTATIONS_FILE = "annotations.json"
 _MAX_LISTED_MISSING = 5
 
 
-def ground_truth_file(directory: str) -> str:
-    """Path of the folder's official annotation file (for COCO evaluation)."""
-    path = os.path.join(directory, ANNOTATIONS_FILE)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"COCO annotation file not found: {path}")
-    return path
-
-
 @dataclasses.dataclass
 class CocoFolderStats:
     images: int = 0

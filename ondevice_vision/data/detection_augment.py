@@ -27,7 +27,7 @@ _MAX_ATTEMPTS = 100
 
 
 def flip_boxes_left_right(boxes: tf.Tensor) -> tf.Tensor:
-    ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)
+    ymin, xmin, ymax, xmax = tf.unstack(boxes, num=4, axis=-1)
     return tf.stack([ymin, 1.0 - xmax, ymax, 1.0 - xmin], axis=-1)
 
 
@@ -57,7 +57,7 @@ def crop_boxes_to_window(
     Returns (boxes [M, 4], classes [M], is_crowd [M]).
     """
     wy0, wx0, wy1, wx1 = tf.unstack(tf.cast(window, tf.float32))
-    ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=1)
+    ymin, xmin, ymax, xmax = tf.unstack(boxes, num=4, axis=1)
     # prune_completely_outside_window
     inside = (ymin < wy1) & (xmin < wx1) & (ymax > wy0) & (xmax > wx0)
     # prune_non_overlapping_boxes: intersection over the box's own area >= overlap_thresh

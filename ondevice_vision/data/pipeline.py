@@ -35,3 +35,17 @@ def prepare_source(
     if max_examples:
         source = source.take(max_examples)
     return source
+
+
+def prepare_task_source(source, config, split: str, input_context=None, repeat=None):
+    """`prepare_source` with a task config's settings (train.shuffle_buffer, train.seed,
+    eval.max_images) for `split` ("train" shuffles and repeats)."""
+    return prepare_source(
+        source,
+        split == "train",
+        shuffle_buffer=config.train.shuffle_buffer,
+        seed=config.train.seed,
+        input_context=input_context,
+        repeat=repeat,
+        max_examples=config.eval.max_images,
+    )

@@ -10,7 +10,9 @@ from ondevice_vision.eval.evaluator import Evaluator
 
 
 class DetectionEvaluator(Evaluator):
-    """The 12 COCO numbers; `detections.json` (COCO results format) beside the metrics."""
+    """The 12 COCO numbers; `detections.json` (COCO results format) beside the metrics, and, when
+    no official annotation file is configured, the `ground_truth.json` they were scored against
+    (so any COCO tool can re-score them)."""
 
     def __init__(self, config, label_map: LabelMap):
         super().__init__(config, label_map)
@@ -25,3 +27,5 @@ class DetectionEvaluator(Evaluator):
     def write(self, directory: str) -> None:
         if self.config.eval.get("write_detections", True):
             self.coco.write_detections(os.path.join(directory, "detections.json"))
+            if self.coco.annotation_file is None:
+                self.coco.write_ground_truth(os.path.join(directory, "ground_truth.json"))

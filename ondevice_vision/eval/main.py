@@ -3,6 +3,8 @@
     ondevice-eval --config=CONFIG --workdir=DIR                 # latest checkpoint in DIR
     ondevice-eval --config=CONFIG --saved_model=EXPORT_DIR [--workdir=RESULTS_DIR]
     ondevice-eval --config=CONFIG --tflite=EXPORT_DIR/model.tflite [--workdir=RESULTS_DIR]
+    ondevice-eval --config=CITYSCAPES_CONFIG --workdir=DIR --config.data.eval_split=test \
+        --cityscapes_submission=submission/      # test-server PNGs + submission.zip
 
 The config names the dataset and the evaluation settings. With --workdir the metrics are written to
 WORKDIR/metrics.json and TensorBoard (WORKDIR/eval); they are always printed as one JSON object on
@@ -31,7 +33,28 @@ def define_flags():
     flags.DEFINE_string("saved_model", None, "Evaluate this SavedModel export directory instead.")
     flags.DEFINE_string("tflite", None, "Evaluate this TFLite model (or its export directory).")
     flags.DEFINE_integer("num_threads", None, "TFLite interpreter threads (default: TFLite's).")
+    flags.DEFINE_string(
+        "cityscapes_submission",
+        None,
+        "Segmentation checkpoints: instead of scoring, write the Cityscapes test-server labelId "
+        "PNGs of the eval split here (e.g. with --config.data.eval_split=test) and DIR.zip.",
+    )
     flags.mark_flags_as_required(["config"])
+
+
+def cityscapes_submission(
+    config, out_dir: str, workdir=None, checkpoint=None, expected_shape=(1024, 2048)
+) -> dict:
+    """--cityscapes_submission: the test-server PNGs of a checkpoint, and their zip."""
+    from ondevice_vision.eval.segmentation import write_cityscapes_submission
+    from ondevice_vision.tasks import load_trained_model
+
+    if config.task != "segmentation":
+        raise ValueError("--cityscapes_submission: needs a segmentation config")
+    model, path = load_trained_model(config, workdir, checkpoint)
+    zip_path = out_dir.rstrip("/") + ".zip"
+    written = write_cityscapes_submission(config, model, out_dir, zip_path, expected_shape)
+    return {"checkpoint": path, "submission": out_dir, "zip": zip_path, "images": len(written)}
 
 
 def main(argv):
@@ -51,6 +74,10 @@ def main(argv):
         ((path, fmt),) = exported
         result = evaluate.evaluate_exported(
             FLAGS.config, path, FLAGS.workdir, FLAGS.num_threads, fmt
+        )
+    elif FLAGS.cityscapes_submission:
+        result = cityscapes_submission(
+            FLAGS.config, FLAGS.cityscapes_submission, FLAGS.workdir, FLAGS.checkpoint
         )
     else:
         if not FLAGS.workdir:

@@ -71,10 +71,7 @@ def label_map_and_palette(config, label_map_file: str | None = None):
         label_map = LabelMap.load(label_map_file)
     else:
         _, label_map = task.build_dataset(config, "eval", 1)
-    palette = None
-    if config.task == "segmentation":
-        palette = task.palette(config, label_map.num_classes)
-    return label_map, palette
+    return label_map, task.palette(config, label_map.num_classes)
 
 
 def export(

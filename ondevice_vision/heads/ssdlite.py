@@ -14,25 +14,16 @@ import tensorflow as tf
 from keras import layers
 
 from ondevice_vision.backbones import build_backbone
+from ondevice_vision.configs import base_detection
 from ondevice_vision.heads import anchors as anchors_lib
 from ondevice_vision.heads import postprocess
 
 EXTRA_DEPTHS = (512, 256, 256, 128)
-# The OD API's ssdlite_mobilenet_v3 anchor generator, box coder and NMS settings.
-DEFAULT_ANCHOR_OPTIONS = {
-    "min_scale": 0.2,
-    "max_scale": 0.95,
-    "aspect_ratios": (1.0, 2.0, 0.5, 3.0, 0.3333),
-    "interpolated_scale_aspect_ratio": 1.0,
-    "reduce_boxes_in_lowest_layer": True,
-    "box_scale_factors": (10.0, 10.0, 5.0, 5.0),
-}
-DEFAULT_POSTPROCESS_OPTIONS = {
-    "score_threshold": 1e-8,
-    "iou_threshold": 0.6,
-    "max_detections_per_class": 100,
-    "max_detections": 100,
-}
+# The OD API's ssdlite_mobilenet_v3 anchor generator, box coder and NMS settings: the recipe
+# config's, so a detector built without a config matches one built from it.
+_RECIPE = base_detection.detection_config("mobilenet_v3_large").model
+DEFAULT_ANCHOR_OPTIONS = _RECIPE.anchors.to_dict()
+DEFAULT_POSTPROCESS_OPTIONS = _RECIPE.postprocess.to_dict()
 
 
 def _jsonable(options: dict) -> dict:

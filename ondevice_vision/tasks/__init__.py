@@ -7,6 +7,7 @@ The config's `task` field picks one; each module has the same few functions:
     compute_losses(config, outputs, labels)                 -> (per-image loss sums, normaliser)
     predict(config, model, images)                          -> dict of post-processed outputs
     visualize(config, images, predictions, labels, label_map) -> one uint8 picture
+    palette(config, num_classes)                            -> class colours for exports, or None
 """
 
 from __future__ import annotations

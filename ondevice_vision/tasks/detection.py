@@ -16,7 +16,7 @@ from ondevice_vision.data import detection_augment
 from ondevice_vision.data.detection_sources import load_detection_source
 from ondevice_vision.data.image_decode import resize_pixels
 from ondevice_vision.data.label_map import LabelMap
-from ondevice_vision.data.pipeline import prepare_source
+from ondevice_vision.data.pipeline import prepare_task_source
 from ondevice_vision.heads import losses, ssdlite, target_assigner
 
 LOSS_KEYS = ("cls_loss", "box_loss")
@@ -33,6 +33,11 @@ def anchors(config, input_size=None) -> np.ndarray:
     return ssdlite.anchor_boxes(
         dict(m.anchors), 2 + len(m.extra_depths), input_size or m.input_size
     )
+
+
+def palette(config, num_classes: int) -> None:
+    """Detection exports carry no class colours (pictures colour boxes by class index)."""
+    del config, num_classes
 
 
 def model_label_map(config, source_map: LabelMap) -> LabelMap:
@@ -114,15 +119,7 @@ def build_dataset(config, split: str, batch_size: int, input_context=None, repea
     training = split == "train"
     source, source_map = load_detection_source(config.data, split)
     label_map = model_label_map(config, source_map)
-    source = prepare_source(
-        source,
-        training,
-        shuffle_buffer=config.train.shuffle_buffer,
-        seed=config.train.seed,
-        input_context=input_context,
-        repeat=repeat,
-        max_examples=config.eval.max_images,
-    )
+    source = prepare_task_source(source, config, split, input_context, repeat)
     parse = functools.partial(
         parse_example,
         config=config,

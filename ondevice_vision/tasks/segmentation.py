@@ -14,7 +14,7 @@ import tensorflow as tf
 from ondevice_vision import drawing
 from ondevice_vision.data import cityscapes_labels, segmentation_augment
 from ondevice_vision.data.label_map import IGNORE_LABEL, LabelMap
-from ondevice_vision.data.pipeline import prepare_source
+from ondevice_vision.data.pipeline import prepare_task_source
 from ondevice_vision.data.segmentation_sources import load_segmentation_source
 from ondevice_vision.lr_aspp.segmenter import build_segmenter
 
@@ -73,15 +73,7 @@ def build_dataset(config, split: str, batch_size: int, input_context=None, repea
     training = split == "train"
     source, label_map = load_segmentation_source(config.data, split)
     _check_classes(config, label_map)
-    source = prepare_source(
-        source,
-        training,
-        shuffle_buffer=config.train.shuffle_buffer,
-        seed=config.train.seed,
-        input_context=input_context,
-        repeat=repeat,
-        max_examples=config.eval.max_images,
-    )
+    source = prepare_task_source(source, config, split, input_context, repeat)
     if training:
         ds = source.map(
             functools.partial(_train_example, config=config),

@@ -99,8 +99,6 @@ def test_valid_folder(tmp_path):
     assert c["image"].shape == (16, 16, 3)
     np.testing.assert_array_equal(c["image"][..., 0], c["image"][..., 2])  # gray -> RGB
 
-    assert coco_folder.ground_truth_file(d) == os.path.join(d, "annotations.json")
-
 
 def test_corrupt_images_are_skipped_counted_and_logged(tmp_path, caplog):
     d = _valid_folder(tmp_path)
@@ -154,7 +152,7 @@ def test_malformed_json_is_an_error_naming_the_file(tmp_path):
         coco_folder.read_coco_folder(d)
     os.remove(os.path.join(d, "annotations.json"))
     with pytest.raises(FileNotFoundError, match="annotations.json"):
-        coco_folder.ground_truth_file(d)
+        coco_folder.read_coco_folder(d)
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ def test_results_of_a_remote_workdir_land_on_that_filesystem(tmp_path, monkeypat
         "metrics.json",
         "eval/metrics_3.json",
         "eval/detections.json",
+        "eval/ground_truth.json",
         "eval/predictions_3.png",
     ):
         assert tf.io.gfile.exists(f"{workdir}/{name}"), name

@@ -19,8 +19,9 @@ from ondevice_vision.predict import list_inputs, output_name
 def test_parse_size():
     assert parse_size("1024,2048") == (1024, 2048)
     assert parse_size("320x320") == (320, 320)
+    assert parse_size("320") == (320, 320)  # the same parser as ondevice-info's
     assert parse_size(None) is None
-    for bad in ("320", "a,b", "0,10"):
+    for bad in ("a,b", "0,10", "1,2,3", "-5"):
         with pytest.raises(ValueError, match="--input_size"):
             parse_size(bad)
 

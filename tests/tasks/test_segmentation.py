@@ -143,3 +143,16 @@ def test_cityscapes_submission_files(tmp_path):
         assert pixels.shape == (32, 64)
         assert set(np.unique(pixels)) <= label_ids
     assert (tmp_path / "submit.zip").exists()
+    # The same through ondevice-eval --cityscapes_submission, from a checkpoint.
+    from ondevice_vision.eval.main import cityscapes_submission
+
+    prefix = tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt" / "ckpt-5"))
+    result = cityscapes_submission(
+        config, str(tmp_path / "cli"), checkpoint=prefix, expected_shape=(32, 64)
+    )
+    assert result["images"] == 3 and (tmp_path / "cli.zip").exists()
+    for path in paths:
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(path)),
+            np.asarray(Image.open(tmp_path / "cli" / os.path.basename(path))),
+        )
