@@ -24,8 +24,9 @@ from PIL import Image, ImageOps
 from ondevice_vision import drawing
 from ondevice_vision.configs import lraspp_mobilenet_v3_small_cityscapes
 from ondevice_vision.data import cityscapes_labels
+from ondevice_vision.data.label_map import LabelMap
 from ondevice_vision.export import tflite
-from ondevice_vision.export.export_info import read_export_files
+from ondevice_vision.export.export_info import ExportInfo, read_export_files
 from ondevice_vision.export.exported_model import load_exported_model
 from ondevice_vision.export.main import label_map_and_palette
 from ondevice_vision.predict import checked_inputs, predict_files, read_image
@@ -209,3 +210,33 @@ def test_cityscapes_exports_carry_the_cityscapes_palette(tmp_path):
     labels, palette = label_map_and_palette(config, labels_file)
     assert labels.num_classes == 19
     np.testing.assert_array_equal(palette, cityscapes_labels.PALETTE)
+
+
+class _NoDetections:
+    """Stands in for an exported detector: what is under test is predict's file handling."""
+
+    task = "detection"
+    path = "stub"
+    label_map = LabelMap(("thing",), (1,))
+    info = ExportInfo(task="detection", format="saved_model")
+
+    def predict(self, images):
+        return {
+            "num_detections": np.zeros([1]),
+            "detection_boxes": np.zeros([1, 0, 4], np.float32),
+            "detection_classes": np.zeros([1, 0], np.float32),
+            "detection_scores": np.zeros([1, 0], np.float32),
+        }
+
+
+def test_non_utf8_file_names_are_predicted(tmp_path):
+    name = os.fsdecode(b"caf\xe9.png")
+    inputs = tmp_path / os.fsdecode(b"in\xff")
+    inputs.mkdir()
+    Image.fromarray(np.zeros((8, 12, 3), np.uint8)).save(inputs / name)
+    out = tmp_path / "out"
+    payload = predict_files(_NoDetections(), checked_inputs(str(inputs)), str(out))
+    assert sorted(os.listdir(out)) == [f"{name}.png", "predictions.json"]
+    with open(out / "predictions.json") as f:  # Python's JSON keeps the undecodable bytes
+        assert json.load(f)["images"] == payload["images"]
+    assert os.fsencode(payload["images"][0]["file"]) == os.fsencode(str(inputs / name))
