@@ -206,7 +206,7 @@ def _save_oriented(path, pixels, orientation):
     """A PNG (lossless, so decodes compare exactly) carrying an EXIF orientation tag."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     exif = Image.Exif()
-    exif[image_decode.EXIF_ORIENTATION] = orientation
+    exif[0x0112] = orientation  # the EXIF Orientation tag
     Image.fromarray(pixels).save(path, exif=exif)
 
 
