@@ -3,11 +3,14 @@
     ondevice-predict --model=exports/shapes_det --input=photos/ --output=predictions/
     ondevice-predict --model=exports/city_int8/model.tflite --input=frame.png --output=out/
 
-Writes OUTPUT/predictions.json and, per image NAME.EXT, a picture OUTPUT/NAME_EXT.png: detection
-boxes labelled with class names and scores, or the colour-coded class mask blended over the image
-(the Cityscapes palette for Cityscapes models); segmentation also writes the class-index mask
-OUTPUT/NAME_EXT_mask.png. Corrupt or unreadable files are reported by name (log and the
-"skipped" list of predictions.json) and skipped; the run goes on.
+Writes OUTPUT/predictions.json and, per input file NAME (its whole file name, so `a.b.jpg` and
+`a_b.jpg` get different pictures), a picture OUTPUT/NAME.png: detection boxes labelled with class
+names and scores, or the colour-coded class mask blended over the image (the Cityscapes palette for
+Cityscapes models); segmentation also writes the class-index mask OUTPUT/NAME.mask.png. Images are
+turned upright by their EXIF orientation first, as viewers show them. Corrupt or unreadable files
+are reported by name (log and the "skipped" list of predictions.json) and skipped; the run goes on.
+When nothing can be processed (no image files, or every one unreadable) the tool prints
+`ERROR: INPUT: nothing was processed: ...` and exits with status 1.
 """
 
 from __future__ import annotations
@@ -55,25 +58,46 @@ def list_inputs(path: str) -> list[str]:
     return images
 
 
+def checked_inputs(path: str) -> list[str]:
+    """`list_inputs`, or ValueError naming `path` when none of them is a readable image (the
+    unreadable ones are logged by name); cheap, so it runs before the model is loaded."""
+    inputs = list_inputs(path)
+    if not inputs:
+        raise ValueError(
+            f"{path}: nothing was processed: no image files "
+            f"({', '.join(IMAGE_EXTENSIONS)}) found there"
+        )
+    problems = [c for c in map(check_image_file, inputs) if c.problem is not None]
+    for check in problems:
+        logging.warning("Skipping %s: %s", check.path, check.problem)
+    if len(problems) == len(inputs):
+        what = "it is" if len(inputs) == 1 else f"all {len(inputs)} image files are"
+        raise ValueError(f"{path}: nothing was processed: {what} unreadable (each named above)")
+    return inputs
+
+
 def read_image(path: str) -> np.ndarray:
-    """uint8 [H, W, 3]; ValueError naming the file when it cannot be read or decoded."""
+    """uint8 [H, W, 3], turned upright by the file's EXIF orientation; ValueError naming the file
+    when it cannot be read or decoded."""
     import tensorflow as tf
 
-    from ondevice_vision.data.image_decode import decode_rgb
+    from ondevice_vision.data.image_decode import apply_orientation, decode_rgb
 
     check = check_image_file(path)
     if check.problem is not None:
         raise ValueError(f"{path}: {check.problem}")
     try:
         with open(path, "rb") as f:
-            return decode_rgb(tf.constant(f.read())).numpy()
+            image = decode_rgb(tf.constant(f.read()))
+        return apply_orientation(image, check.orientation).numpy()
     except (OSError, tf.errors.OpError) as e:
         raise ValueError(f"{path}: cannot decode ({type(e).__name__}: {e})") from e
 
 
 def output_name(path: str) -> str:
-    """photo.jpg -> photo_jpg (two inputs photo.jpg and photo.png do not collide)."""
-    return os.path.basename(path).replace(".", "_")
+    """The input's whole file name: inputs come from one folder, so their outputs NAME.png and
+    NAME.mask.png cannot collide (an image file name never ends in `.mask`)."""
+    return os.path.basename(path)
 
 
 def detection_record(exported, outputs: dict, image: np.ndarray, score_threshold: float):
@@ -149,7 +173,7 @@ def predict_files(
         if exported.task == "detection":
             record, picture = detection_record(exported, outputs, image, score_threshold)
         else:
-            mask_path = os.path.join(output_dir, f"{name}_mask.png")
+            mask_path = os.path.join(output_dir, f"{name}.mask.png")
             record, picture = segmentation_record(exported, outputs, image, alpha, mask_path)
         picture_path = drawing.save_png(picture, os.path.join(output_dir, f"{name}.png"))
         results.append(
@@ -184,9 +208,14 @@ def main(argv):
     del argv
     from ondevice_vision.export.exported_model import load_exported_model
 
-    inputs = list_inputs(FLAGS.input)
+    inputs = checked_inputs(FLAGS.input)  # before the model is loaded: it fails fast
     exported = load_exported_model(FLAGS.model, num_threads=FLAGS.num_threads)
     payload = predict_files(exported, inputs, FLAGS.output, FLAGS.score_threshold, FLAGS.alpha)
+    if not payload["images"]:
+        raise ValueError(
+            f"{FLAGS.input}: nothing was processed: all {len(inputs)} inputs were skipped "
+            f"(listed in {os.path.join(FLAGS.output, RESULTS_FILE)})"
+        )
     summary = {
         "output": os.path.join(FLAGS.output, RESULTS_FILE),
         "processed": len(payload["images"]),

@@ -9,7 +9,8 @@ else from *_labelIds.png mapped to trainIds in the graph. Every pair is checked 
 (presence, PNG mode and size from the headers; every file's chunks and CRCs with PIL's verify, in
 threads) so a broken tree fails at once with the offending file named, not hours into a run
 inside tf.data. Corrupt files are errors here, not skipped: Cityscapes is a fixed benchmark whose
-official evaluation needs every image.
+official evaluation needs every image. File names that are not valid UTF-8 are read like any
+other (see dataset_paths).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import tensorflow as tf
 from absl import logging
 from PIL import Image
 
-from ondevice_vision.data import cityscapes_labels, image_decode
+from ondevice_vision.data import cityscapes_labels, dataset_paths, image_decode
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 TRAIN_IDS_SUFFIX = "_gtFine_labelTrainIds.png"
@@ -153,7 +154,12 @@ def _decode(image_path, mask_path, mask_is_label_ids, stem) -> dict:
 
 def dataset_from_files(files: CityscapesFiles) -> tf.data.Dataset:
     ds = tf.data.Dataset.from_tensor_slices(
-        (files.image_paths, files.mask_paths, files.mask_is_label_ids, files.stems)
+        (
+            dataset_paths.tf_paths(files.image_paths),
+            dataset_paths.tf_paths(files.mask_paths),
+            files.mask_is_label_ids,
+            dataset_paths.tf_paths(files.stems),
+        )
     )
     return ds.map(_decode, num_parallel_calls=tf.data.AUTOTUNE)
 

@@ -10,9 +10,13 @@ Layout: `<dir>/annotations.json`; each image's `file_name` is looked up in `<dir
 - Classes: category ids -> contiguous indices in increasing id order; the LabelMap keeps the ids.
 - `iscrowd` -> is_crowd. Images without annotations are kept, with zero boxes.
 - Errors, naming the annotation file: malformed JSON or missing keys (ValueError), an annotation
-  with an unknown category or image id (ValueError), image files that do not exist
-  (FileNotFoundError, all files are checked before anything is read, the first few are listed).
+  with an unknown category or image id or a non-finite bbox value (ValueError), two images with
+  one id (ValueError naming both file names), a `file_name` that leads outside the folder
+  (ValueError, see dataset_paths), image files that do not exist (FileNotFoundError, all files
+  are checked before anything is read, the first few are listed).
 - Corrupt or undecodable image files are skipped, counted and logged (see image_decode).
+- EXIF orientation: applied, unless the JSON's width/height are the stored size and not the
+  displayed one (the boxes were drawn on the stored pixels); such files are named in a warning.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from ondevice_vision.data import image_decode
+from ondevice_vision.data import dataset_paths, image_decode
 from ondevice_vision.data.label_map import LabelMap
 
 ANNOTATIONS_FILE = "annotations.json"
@@ -90,10 +94,10 @@ def label_map_for(directories: Sequence[str]) -> LabelMap:
     return LabelMap(tuple(by_id[i] for i in ids), tuple(ids))
 
 
-def _resolve_image(directory: str, file_name: str) -> str | None:
+def _resolve_image(directory: str, file_name: str, source: str) -> str | None:
     for candidate in (
-        os.path.join(directory, file_name),
-        os.path.join(directory, "images", file_name),
+        dataset_paths.join_inside(directory, file_name, source),
+        dataset_paths.join_inside(os.path.join(directory, "images"), file_name, source),
     ):
         if os.path.isfile(candidate):
             return candidate
@@ -130,11 +134,18 @@ def read_coco_folder(directory: str, label_map: LabelMap | None = None):
     index_of = label_map.index_of_dataset_id()
 
     images = {}
-    try:
-        for im in data["images"]:
-            images[int(im["id"])] = im
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{path}: bad 'images' entry: {e}") from e
+    for im in data["images"]:
+        try:
+            image_id = int(im["id"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: bad 'images' entry: {e}") from e
+        if image_id in images:
+            # Merging them would attach one image's boxes to the other.
+            raise ValueError(
+                f"{path}: image id {image_id} is used by both "
+                f"{images[image_id].get('file_name')!r} and {im.get('file_name')!r}"
+            )
+        images[image_id] = im
 
     per_image = collections.defaultdict(list)
     for ann in data.get("annotations", []):
@@ -146,6 +157,8 @@ def read_coco_folder(directory: str, label_map: LabelMap | None = None):
             raise ValueError(f"{path}: bad annotation {ann.get('id', '?')}: {e}") from e
         if len(bbox) != 4:
             raise ValueError(f"{path}: annotation {ann.get('id', '?')} bbox has {len(bbox)} values")
+        if not np.all(np.isfinite(bbox)):
+            raise ValueError(f"{path}: annotation {ann.get('id', '?')} bbox {bbox} is not finite")
         if category_id not in index_of:
             raise ValueError(
                 f"{path}: annotation {ann.get('id', '?')} has unknown category id {category_id}"
@@ -162,7 +175,7 @@ def read_coco_folder(directory: str, label_map: LabelMap | None = None):
         file_name = images[image_id].get("file_name")
         if not isinstance(file_name, str) or not file_name:
             raise ValueError(f"{path}: image {image_id} has no 'file_name'")
-        resolved = _resolve_image(directory, file_name)
+        resolved = _resolve_image(directory, file_name, f"{path}: image {image_id}")
         if resolved is None:
             missing.append(os.path.join(directory, file_name))
         paths.append(resolved)
@@ -180,16 +193,20 @@ def read_coco_folder(directory: str, label_map: LabelMap | None = None):
 
     checks = image_decode.check_image_files(paths)
     stats = CocoFolderStats(skipped_images=image_decode.log_bad_images(checks, path))
-    records, size_mismatches = [], 0
+    records, size_mismatches, unapplied = [], [], []
     for image_id, check in zip(image_ids, checks, strict=True):
         if check.problem is not None:
             continue
         info = images[image_id]
         width, height = float(info.get("width") or 0), float(info.get("height") or 0)
+        orientation, problem = image_decode.orientation_for(check, (width, height))
+        if problem:
+            unapplied.append((check.path, problem))
+        decoded_size = check.displayed_size if orientation != 1 else (check.width, check.height)
         if width <= 0 or height <= 0:
-            width, height = float(check.width), float(check.height)
-        elif (int(width), int(height)) != (check.width, check.height):
-            size_mismatches += 1
+            width, height = (float(v) for v in decoded_size)
+        elif (int(width), int(height)) != decoded_size:
+            size_mismatches.append(check.path)
         anns = per_image.get(image_id, [])
         xywh = np.array([a[0] for a in anns], np.float64).reshape(-1, 4)
         boxes, keep, n_empty, n_outside, n_clipped = _normalised_boxes(xywh, width, height)
@@ -203,16 +220,22 @@ def read_coco_folder(directory: str, label_map: LabelMap | None = None):
                 "boxes": boxes[keep].reshape(-1, 4),
                 "classes": np.array([a[1] for a in anns], np.int32).reshape(-1)[keep],
                 "is_crowd": np.array([a[2] for a in anns], bool).reshape(-1)[keep],
+                "orientation": orientation,
             }
         )
+    image_decode.log_unapplied_orientations(unapplied, path)
     stats.images = len(records)
     stats.boxes = sum(len(r["boxes"]) for r in records)
     if size_mismatches:
+        listed = ", ".join(size_mismatches[:_MAX_LISTED_MISSING])
+        more = len(size_mismatches) - _MAX_LISTED_MISSING
         logging.warning(
-            "%s: %d images differ in size from their JSON width/height; boxes are normalised by "
-            "the JSON size",
+            "%s: %d images differ in size from their JSON width/height (after their EXIF "
+            "orientation); boxes are normalised by the JSON size: %s%s",
             path,
-            size_mismatches,
+            len(size_mismatches),
+            listed,
+            f" and {more} more" if more > 0 else "",
         )
     if stats.dropped_empty_boxes or stats.dropped_outside_boxes or stats.clipped_boxes:
         logging.warning(
@@ -246,5 +269,6 @@ def load_coco_folder(
             "classes": [r["classes"] for r in records],
             "is_crowd": [r["is_crowd"] for r in records],
         },
+        orientations=[r["orientation"] for r in records],
     )
     return ds, label_map

@@ -9,6 +9,11 @@ Validation is cheap on purpose (a COCO train folder has 118k files): PIL parses 
 `verify()`s the file (PNG CRCs are checked), the format must be one TensorFlow decodes, and a
 JPEG must end with its end-of-image marker, because PIL's verify passes truncated JPEGs that
 TensorFlow then refuses.
+
+EXIF orientation (phone photos are often stored sideways with a tag saying how to turn them) is
+read in the same pass from the header and applied after decoding, in-graph, as PIL's
+`ImageOps.exif_transpose` and every image viewer do. Where annotations give the size the labels
+were drawn at, `orientation_for` keeps the stored pixels when that size is the stored one.
 """
 
 from __future__ import annotations
@@ -23,10 +28,17 @@ import tensorflow as tf
 from absl import logging
 from PIL import Image, UnidentifiedImageError
 
+from ondevice_vision.data import dataset_paths
+
 # Formats tf.io.decode_image understands (JPEG XL is not in PIL's core formats).
 TF_DECODABLE_FORMATS = frozenset({"JPEG", "PNG", "GIF", "BMP", "WEBP"})
 
 _JPEG_END_OF_IMAGE = b"\xff\xd9"
+# EXIF tag 0x0112 (TIFF "Orientation"): 1 is upright; 2..8 are the flips and quarter turns that
+# bring the stored pixels upright; 5..8 swap width and height.
+EXIF_ORIENTATION = 0x0112
+_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+
 # Some writers pad a JPEG after its end-of-image marker; look for the marker in the tail.
 _JPEG_TAIL_BYTES = 1024
 
@@ -37,8 +49,16 @@ class ImageCheck:
 
     path: str
     problem: str | None
-    width: int = 0
+    width: int = 0  # as stored in the file
     height: int = 0
+    orientation: int = 1  # EXIF orientation, 1..8; 1 when the file has none
+
+    @property
+    def displayed_size(self) -> tuple[int, int]:
+        """(width, height) once the EXIF orientation is applied."""
+        if self.orientation in _SWAPPING_ORIENTATIONS:
+            return self.height, self.width
+        return self.width, self.height
 
 
 def check_image_file(path: str) -> ImageCheck:
@@ -46,6 +66,7 @@ def check_image_file(path: str) -> ImageCheck:
     try:
         with Image.open(path) as im:
             fmt, (width, height) = im.format, im.size
+            orientation = _exif_orientation(im)
             im.verify()
     except FileNotFoundError:
         return ImageCheck(path, "file not found")
@@ -61,7 +82,50 @@ def check_image_file(path: str) -> ImageCheck:
         return ImageCheck(path, f"empty image {width}x{height}")
     if fmt == "JPEG" and not _jpeg_has_end_marker(path):
         return ImageCheck(path, "truncated JPEG (no end-of-image marker)")
-    return ImageCheck(path, None, width=width, height=height)
+    return ImageCheck(path, None, width=width, height=height, orientation=orientation)
+
+
+def _exif_orientation(im: Image.Image) -> int:
+    # A PNG's EXIF may follow its pixel data, where reading it would decode the whole image;
+    # only an eXIf chunk ahead of the pixels (what writers emit) is read.
+    if im.format == "PNG" and "exif" not in im.info:
+        return 1
+    try:
+        value = im.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # a broken EXIF block leaves the pixels readable: treat them as upright
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def orientation_for(check: ImageCheck, annotated_size: tuple[float, float] | None):
+    """The orientation to apply for labels drawn at `annotated_size` (width, height; None or
+    zeros when unknown), and a problem description when the file's orientation is not applied.
+
+    The orientation is applied unless the annotated size is the stored size and not the displayed
+    one: then the labels were drawn on the stored pixels (by a tool that ignores EXIF), and turning
+    the image would put them in the wrong place.
+    """
+    if check.orientation == 1:
+        return 1, None
+    if annotated_size is not None and all(v > 0 for v in annotated_size):
+        size = tuple(int(v) for v in annotated_size)
+        if size == (check.width, check.height) and size != check.displayed_size:
+            return 1, (
+                f"EXIF orientation {check.orientation} not applied: the annotated size "
+                f"{size[0]}x{size[1]} (width x height) is the stored one, so the labels were "
+                "drawn on the unrotated pixels"
+            )
+    return check.orientation, None
+
+
+def log_unapplied_orientations(problems: Sequence[tuple[str, str]], source: str) -> None:
+    """One warning per file whose EXIF orientation was left unapplied (path, problem)."""
+    for path, problem in problems:
+        logging.warning("%s: %s: %s", source, path, problem)
+    if problems:
+        logging.warning(
+            "%s: %d images keep their stored orientation (see above)", source, len(problems)
+        )
 
 
 def _jpeg_has_end_marker(path: str) -> bool:
@@ -117,13 +181,47 @@ def read_rgb(path: tf.Tensor) -> tf.Tensor:
     return decode_rgb(tf.io.read_file(path))
 
 
-def image_files_dataset(paths: Sequence[str], per_image: dict[str, Sequence]) -> tf.data.Dataset:
+def apply_orientation(image: tf.Tensor, orientation) -> tf.Tensor:
+    """Turns decoded [H, W, C] pixels upright for an EXIF orientation 1..8, in-graph, exactly as
+    PIL's `ImageOps.exif_transpose` (others: unchanged)."""
+
+    def transposed():
+        return tf.transpose(image, [1, 0, 2])
+
+    branches = [  # index: orientation - 1
+        lambda: image,
+        lambda: tf.reverse(image, [1]),
+        lambda: tf.reverse(image, [0, 1]),
+        lambda: tf.reverse(image, [0]),
+        transposed,
+        lambda: tf.reverse(transposed(), [1]),
+        lambda: tf.reverse(transposed(), [0, 1]),
+        lambda: tf.reverse(transposed(), [0]),
+    ]
+    turned = tf.switch_case(
+        tf.cast(orientation, tf.int32) - 1, branch_fns=branches, default=lambda: image
+    )
+    turned.set_shape([None, None, image.shape[-1]])
+    return turned
+
+
+def image_files_dataset(
+    paths: Sequence[str],
+    per_image: dict[str, Sequence],
+    orientations: Sequence[int] | None = None,
+) -> tf.data.Dataset:
     """A dataset of {"image": decoded uint8 RGB, **per_image fields} for validated image files.
 
     Each value of `per_image` has one entry per path: a scalar, or a NumPy array whose first
-    dimension varies between images (boxes, classes), which is sliced per image.
+    dimension varies between images (boxes, classes), which is sliced per image. `orientations`:
+    the EXIF orientation to apply to each image (default: none).
     """
-    tensors = {"path": tf.constant(list(paths), tf.string)}
+    if orientations is None:
+        orientations = [1] * len(paths)
+    tensors = {
+        "path": tf.constant(dataset_paths.tf_paths(paths), tf.string),
+        "orientation": tf.constant(np.asarray(orientations, np.int32).reshape(len(paths))),
+    }
     for key, values in per_image.items():
         if len(values) != len(paths):
             raise ValueError(f"{key}: {len(values)} entries for {len(paths)} images")
@@ -135,7 +233,7 @@ def image_files_dataset(paths: Sequence[str], per_image: dict[str, Sequence]) ->
 
     def decode(ex):
         ex = dict(ex)
-        ex["image"] = read_rgb(ex.pop("path"))
+        ex["image"] = apply_orientation(read_rgb(ex.pop("path")), ex.pop("orientation"))
         return ex
 
     ds = tf.data.Dataset.from_tensor_slices(tensors)

@@ -11,6 +11,11 @@ counted and logged with their path (as in the detection folders); a bad mask is 
 training to check its size and values, so a bad file is reported by name up front rather than
 surfacing as NaNs or an out-of-range gather mid-training. That check costs one read of the dataset:
 fine for the small custom datasets this format is meant for; convert large ones to TFDS instead.
+
+Two images with one stem (`x.jpg` and `x.png`) would share one mask: an error naming both.
+An image's EXIF orientation is applied unless its mask has the stored size and not the displayed
+one (the mask was drawn on the stored pixels; such files are named in a warning). Masks are
+taken as stored. File names that are not valid UTF-8 are read like any other.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import tensorflow as tf
 from absl import logging
 from PIL import Image
 
-from ondevice_vision.data import image_decode
+from ondevice_vision.data import dataset_paths, image_decode
 from ondevice_vision.data.label_map import LabelMap
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -40,6 +45,7 @@ class MaskFolderFiles:
     mask_paths: list[str]
     mask_needs_pil: list[bool]
     stems: list[str]
+    orientations: list[int]  # the EXIF orientation to apply to each image
 
 
 def read_class_names(directory: str) -> tuple[tuple[str, ...], str]:
@@ -73,9 +79,19 @@ def list_files(directory: str, num_classes: int, ignore_label: int = 255) -> Mas
         )
 
     names = [n for n in sorted(os.listdir(image_dir)) if _is_image(n)]
+    by_stem: dict[str, str] = {}
+    for name in names:
+        stem = os.path.splitext(name)[0]
+        if stem in by_stem:
+            raise ValueError(
+                f"{os.path.join(image_dir, by_stem[stem])} and {os.path.join(image_dir, name)} "
+                f"have the same stem, so both would take the mask "
+                f"{os.path.join(mask_dir, stem + '.png')}; rename or remove one"
+            )
+        by_stem[stem] = name
     checks = image_decode.check_image_files([os.path.join(image_dir, n) for n in names])
     image_decode.log_bad_images(checks, image_dir)
-    image_paths, mask_paths, needs_pil, stems = [], [], [], []
+    image_paths, mask_paths, needs_pil, stems, orientations, unapplied = [], [], [], [], [], []
     for name, check in zip(names, checks, strict=True):
         if check.problem is not None:
             continue
@@ -84,11 +100,15 @@ def list_files(directory: str, num_classes: int, ignore_label: int = 255) -> Mas
         mask_path = os.path.join(mask_dir, stem + ".png")
         if not os.path.isfile(mask_path):
             raise FileNotFoundError(f"No mask for {image_path}: expected {mask_path}")
-        mode = _check_pair(image_path, mask_path, num_classes, ignore_label)
+        mode, orientation, problem = _check_pair(check, mask_path, num_classes, ignore_label)
+        if problem:
+            unapplied.append((image_path, problem))
         image_paths.append(image_path)
         mask_paths.append(mask_path)
         needs_pil.append(mode in _PIL_DECODED_MODES)
         stems.append(stem)
+        orientations.append(orientation)
+    image_decode.log_unapplied_orientations(unapplied, image_dir)
 
     if not image_paths:
         raise ValueError(f"No usable {'/'.join(IMAGE_EXTENSIONS)} images found in {image_dir}")
@@ -96,17 +116,19 @@ def list_files(directory: str, num_classes: int, ignore_label: int = 255) -> Mas
         unpaired = len(os.listdir(mask_dir)) - len(mask_paths)
         if unpaired > 0:
             logging.info("%s: %d files without a matching image skipped", mask_dir, unpaired)
-    return MaskFolderFiles(image_paths, mask_paths, needs_pil, stems)
+    return MaskFolderFiles(image_paths, mask_paths, needs_pil, stems, orientations)
 
 
 def _is_image(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _check_pair(image_path: str, mask_path: str, num_classes: int, ignore_label: int) -> str:
+def _check_pair(
+    check: image_decode.ImageCheck, mask_path: str, num_classes: int, ignore_label: int
+):
+    """(mask mode, orientation to apply to the image, why the EXIF one is not applied or None)."""
+    image_path = check.path
     try:
-        with Image.open(image_path) as img:
-            image_size = img.size
         with Image.open(mask_path) as m:
             mode, mask_size = m.mode, m.size
             if mode not in _TF_DECODABLE_MODES + _PIL_DECODED_MODES:
@@ -117,10 +139,18 @@ def _check_pair(image_path: str, mask_path: str, num_classes: int, ignore_label:
             values = np.unique(np.asarray(m))
     except OSError as e:
         raise ValueError(f"Unreadable image or mask: {image_path} / {mask_path} ({e})") from e
+    orientation, problem = image_decode.orientation_for(check, mask_size)
+    image_size = check.displayed_size if orientation != 1 else (check.width, check.height)
     if mask_size != image_size:
+        exif = ""
+        if check.orientation != 1:
+            exif = (
+                f" (after its EXIF orientation {check.orientation}; stored it is "
+                f"{check.height}x{check.width})"
+            )
         raise ValueError(
             f"Mask size {mask_size[1]}x{mask_size[0]} of {mask_path} differs from image size "
-            f"{image_size[1]}x{image_size[0]} of {image_path}"
+            f"{image_size[1]}x{image_size[0]} of {image_path}{exif}"
         )
     bad = values[(values >= num_classes) & (values != ignore_label)]
     if bad.size:
@@ -128,17 +158,18 @@ def _check_pair(image_path: str, mask_path: str, num_classes: int, ignore_label:
             f"{mask_path}: mask values {bad.tolist()} are neither a class index "
             f"0..{num_classes - 1} nor the ignore label {ignore_label}"
         )
-    return mode
+    return mode, orientation, problem
 
 
 def _pil_mask(path: bytes) -> np.ndarray:
-    with Image.open(path.decode()) as m:
+    with Image.open(os.fsdecode(path)) as m:
         return np.asarray(m).astype(np.uint8)[..., None]
 
 
 def _decoder(ignore_label: int):
-    def decode(image_path, mask_path, mask_needs_pil, stem) -> dict:
+    def decode(image_path, mask_path, mask_needs_pil, stem, orientation) -> dict:
         image = tf.io.decode_image(tf.io.read_file(image_path), channels=3, expand_animations=False)
+        image = image_decode.apply_orientation(image, orientation)
         mask = tf.cond(
             mask_needs_pil,
             lambda: tf.numpy_function(_pil_mask, [mask_path], tf.uint8, stateful=False),
@@ -157,7 +188,13 @@ def load(directory: str, ignore_label: int = 255) -> tuple[tf.data.Dataset, Labe
     names, _ = read_class_names(directory)
     files = list_files(directory, len(names), ignore_label)
     ds = tf.data.Dataset.from_tensor_slices(
-        (files.image_paths, files.mask_paths, files.mask_needs_pil, files.stems)
+        (
+            dataset_paths.tf_paths(files.image_paths),
+            dataset_paths.tf_paths(files.mask_paths),
+            files.mask_needs_pil,
+            dataset_paths.tf_paths(files.stems),
+            np.asarray(files.orientations, np.int32),
+        )
     )
     ds = ds.map(_decoder(ignore_label), num_parallel_calls=tf.data.AUTOTUNE)
     return ds, LabelMap.contiguous(names)

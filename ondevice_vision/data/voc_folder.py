@@ -6,19 +6,24 @@
 - image_id: the running index (int64, from 0) of the image in sorted annotation-stem order. VOC has
   no numeric ids; the index is stable as long as the folder's file list is.
 - Boxes: VOC `bndbox` is 1-based inclusive pixel coordinates, so pixel columns xmin..xmax cover
-  the continuous span [xmin - 1, xmax]; that span is normalised by the image size, clipped to the
-  image, and boxes with no area left are dropped, counted and logged.
+  the continuous span [xmin - 1, xmax]; that span is normalised by the image size and clipped to
+  the image (clipped boxes are counted and logged); boxes with no area left are dropped, counted
+  and logged. A coordinate that is not a finite number is an error naming the file.
+- EXIF orientation: applied, unless the XML's <size> is the stored size and not the displayed one
+  (the boxes were drawn on the stored pixels); such files are named in a warning.
 - `difficult` objects become is_crowd=True, so training ignores them instead of calling them
   negatives, and COCO-style evaluation treats them as "ignore" regions.
 - Classes: `class_names` (contiguous indices in the given order), or every name found in the XML,
   sorted. LabelMap dataset ids are the contiguous indices (VOC has no category ids).
 - Errors: malformed XML or missing fields (ValueError naming the file), a class not in
-  `class_names` (ValueError), missing image files (FileNotFoundError, the first few listed);
+  `class_names` (ValueError), a <filename> or image-set line that leads outside the folder
+  (ValueError, see dataset_paths), missing image files (FileNotFoundError, the first few listed);
   corrupt image files are skipped, counted and logged (see image_decode).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -27,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from ondevice_vision.data import image_decode
+from ondevice_vision.data import dataset_paths, image_decode
 from ondevice_vision.data.label_map import LabelMap
 
 _MAX_LISTED_MISSING = 5
@@ -42,6 +47,8 @@ def _stems(directory: str, image_set: str | None) -> list[str]:
         with open(list_file) as f:
             # Per-class lists ("<stem> 1") share the folder; keep only the first column.
             stems = {line.split()[0] for line in f if line.strip()}
+        for stem in stems:
+            dataset_paths.join_inside(annotations, stem, list_file)
     else:
         if not os.path.isdir(annotations):
             raise FileNotFoundError(f"VOC annotation folder not found: {annotations}")
@@ -63,9 +70,12 @@ def _text(node: ET.Element, tag: str, xml_path: str, default: str | None = None)
 def _number(node: ET.Element, tag: str, xml_path: str) -> float:
     text = _text(node, tag, xml_path)
     try:
-        return float(text)
+        value = float(text)
     except ValueError as e:
         raise ValueError(f"{xml_path}: <{tag}> is not a number: {text!r}") from e
+    if not math.isfinite(value):
+        raise ValueError(f"{xml_path}: <{tag}> is not a finite number: {text!r}")
+    return value
 
 
 def parse_voc_xml(xml_path: str) -> dict:
@@ -137,7 +147,11 @@ def read_voc_folder(
                     f"{os.path.join(directory, 'Annotations', stem + '.xml')}: unknown class "
                     f"{o[0]!r} (known: {', '.join(label_map.names)})"
                 )
-        image_path = os.path.join(directory, "JPEGImages", p["filename"])
+        image_path = dataset_paths.join_inside(
+            os.path.join(directory, "JPEGImages"),
+            p["filename"],
+            os.path.join(directory, "Annotations", stem + ".xml"),
+        )
         if not os.path.isfile(image_path):
             missing.append(image_path)
         paths.append(image_path)
@@ -153,19 +167,28 @@ def read_voc_folder(
         )
 
     checks = image_decode.check_image_files(paths)
-    counts = {"skipped_images": image_decode.log_bad_images(checks, directory), "dropped_boxes": 0}
-    records = []
+    counts = {
+        "skipped_images": image_decode.log_bad_images(checks, directory),
+        "dropped_boxes": 0,
+        "clipped_boxes": 0,
+    }
+    records, unapplied = [], []
     for image_id, (p, check) in enumerate(zip(parsed, checks, strict=True)):
         if check.problem is not None:
             continue
-        width = p["width"] if p["width"] > 0 else float(check.width)
-        height = p["height"] if p["height"] > 0 else float(check.height)
+        orientation, problem = image_decode.orientation_for(check, (p["width"], p["height"]))
+        if problem:
+            unapplied.append((check.path, problem))
+        decoded_size = check.displayed_size if orientation != 1 else (check.width, check.height)
+        width = p["width"] if p["width"] > 0 else float(decoded_size[0])
+        height = p["height"] if p["height"] > 0 else float(decoded_size[1])
         raw = np.array([o[1:5] for o in p["objects"]], np.float64).reshape(-1, 4)
         x0, y0, x1, y1 = raw.T
-        boxes = np.stack([(y0 - 1) / height, (x0 - 1) / width, y1 / height, x1 / width], axis=1)
-        boxes = np.clip(boxes, 0.0, 1.0)
+        unclipped = np.stack([(y0 - 1) / height, (x0 - 1) / width, y1 / height, x1 / width], 1)
+        boxes = np.clip(unclipped, 0.0, 1.0)
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         counts["dropped_boxes"] += int((~keep).sum())
+        counts["clipped_boxes"] += int((keep & np.any(boxes != unclipped, axis=1)).sum())
         records.append(
             {
                 "path": check.path,
@@ -175,13 +198,16 @@ def read_voc_folder(
                     keep
                 ],
                 "is_crowd": np.array([o[5] for o in p["objects"]], bool).reshape(-1)[keep],
+                "orientation": orientation,
             }
         )
-    if counts["dropped_boxes"]:
+    image_decode.log_unapplied_orientations(unapplied, directory)
+    if counts["dropped_boxes"] or counts["clipped_boxes"]:
         logging.warning(
-            "%s: dropped %d boxes with no area inside their image",
+            "%s: dropped %d boxes with no area inside their image; clipped %d boxes to their image",
             directory,
             counts["dropped_boxes"],
+            counts["clipped_boxes"],
         )
     if not records:
         raise ValueError(f"{directory}: no usable images")
@@ -202,5 +228,6 @@ def load_voc_folder(
             "classes": [r["classes"] for r in records],
             "is_crowd": [r["is_crowd"] for r in records],
         },
+        orientations=[r["orientation"] for r in records],
     )
     return ds, label_map

@@ -109,3 +109,11 @@ def test_dispatcher_requires_root():
     cfg.source = "cityscapes_folder"
     with pytest.raises(ValueError, match="data.root"):
         segmentation_sources.load_segmentation_source(cfg, "train")
+
+
+def test_non_utf8_file_names_are_read(tmp_path):
+    root = tmp_path / os.fsdecode(b"city\xe9scapes")
+    written = _write_tree(root)
+    ds, files = cityscapes_folder.load(str(root), "train")
+    examples = list(ds.as_numpy_iterator())
+    assert len(examples) == len(written) and files.image_paths[0].startswith(str(root))

@@ -1,11 +1,12 @@
 import json
 import logging
 import os
+import re
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ondevice_vision.configs import base_detection
 from ondevice_vision.data import coco_folder, detection_sources, image_decode
@@ -197,3 +198,119 @@ def test_detection_source_shares_label_map_between_splits(tmp_path):
     (ex,) = list(ds.as_numpy_iterator())
     np.testing.assert_array_equal(ex["classes"], [2])
     np.testing.assert_allclose(ex["boxes"], [[0.2, 0.1, 0.6, 0.4]], atol=1e-6)
+
+
+def _save_oriented(path, pixels, orientation):
+    """A PNG (lossless, so decodes compare exactly) carrying an EXIF orientation tag."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # the EXIF Orientation tag
+    Image.fromarray(pixels).save(path, exif=exif)
+
+
+def test_exif_orientation_is_applied_as_pil_does(tmp_path):
+    for orientation in range(1, 9):
+        path = str(tmp_path / f"o{orientation}.png")
+        _save_oriented(path, _pixels(6, 10), orientation)
+        check = image_decode.check_image_file(path)
+        assert check.orientation == orientation and (check.width, check.height) == (10, 6)
+        decoded = image_decode.apply_orientation(
+            image_decode.read_rgb(tf.constant(path)), orientation
+        )
+        with Image.open(path) as im:
+            reference = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+        np.testing.assert_array_equal(
+            decoded.numpy(), reference, err_msg=f"orientation {orientation}"
+        )
+        assert check.displayed_size == reference.shape[1::-1]
+
+
+def test_exif_orientation_follows_the_annotation_size(tmp_path, caplog):
+    d = str(tmp_path / "coco")
+    pixels = _pixels(6, 10)  # stored 10 wide, 6 high
+    for name, orientation in [("rot", 6), ("raw", 8), ("nosize", 5), ("flip", 3), ("odd", 1)]:
+        _save_oriented(f"{d}/{name}.png", pixels, orientation)
+    box = {"category_id": 1, "bbox": [1, 2, 3, 4]}
+    _write_json(
+        d,
+        {
+            "images": [
+                {"id": 1, "file_name": "rot.png", "width": 6, "height": 10},  # displayed size
+                {"id": 2, "file_name": "raw.png", "width": 10, "height": 6},  # stored size
+                {"id": 3, "file_name": "nosize.png"},
+                {"id": 4, "file_name": "flip.png", "width": 10, "height": 6},
+                {"id": 5, "file_name": "odd.png", "width": 11, "height": 7},
+            ],
+            "categories": [{"id": 1, "name": "thing"}],
+            "annotations": [{"id": i, "image_id": i, **box} for i in range(1, 6)],
+        },
+    )
+    with caplog.at_level(logging.WARNING):
+        ds, _ = coco_folder.load_coco_folder(d)
+    examples = {int(e["image_id"]): e for e in ds.as_numpy_iterator()}
+
+    def displayed(name):
+        with Image.open(f"{d}/{name}.png") as im:
+            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+
+    np.testing.assert_array_equal(examples[1]["image"], displayed("rot"))
+    np.testing.assert_allclose(examples[1]["boxes"], [[2 / 10, 1 / 6, 6 / 10, 4 / 6]], atol=1e-6)
+    # Boxes drawn on the stored pixels: the pixels stay as stored, and the file is named.
+    np.testing.assert_array_equal(examples[2]["image"], pixels)
+    np.testing.assert_allclose(examples[2]["boxes"], [[2 / 6, 1 / 10, 1, 4 / 10]], atol=1e-6)
+    assert re.search(r"raw\.png.*EXIF orientation 8", caplog.text)
+    np.testing.assert_array_equal(examples[3]["image"], displayed("nosize"))
+    np.testing.assert_allclose(examples[3]["boxes"], [[2 / 10, 1 / 6, 6 / 10, 4 / 6]], atol=1e-6)
+    np.testing.assert_array_equal(examples[4]["image"], displayed("flip"))
+    assert re.search(r"differ in size.*odd\.png", caplog.text)
+
+
+def test_duplicate_image_ids_name_both_files_and_the_id(tmp_path):
+    d = _valid_folder(tmp_path)
+    data = json.load(open(os.path.join(d, "annotations.json")))
+    data["images"].append({"id": 7, "file_name": "c.jpg", "width": 16, "height": 16})
+    _write_json(d, data)
+    with pytest.raises(ValueError, match=r"annotations\.json: image id 7 .*'a\.jpg'.*'c\.jpg'"):
+        coco_folder.read_coco_folder(d)
+
+
+def test_non_finite_boxes_are_errors_naming_the_annotation(tmp_path):
+    for value in (float("inf"), float("nan")):
+        d = _valid_folder(tmp_path / str(value))
+        data = json.load(open(os.path.join(d, "annotations.json")))
+        data["annotations"][0]["bbox"][2] = value
+        _write_json(d, data)
+        with pytest.raises(ValueError, match=r"annotations\.json: annotation 1 .*not finite"):
+            coco_folder.read_coco_folder(d)
+
+
+def test_file_names_must_stay_inside_the_folder(tmp_path):
+    d = _valid_folder(tmp_path)
+    _save(str(tmp_path / "outside.jpg"), _pixels(16, 16))
+    data = json.load(open(os.path.join(d, "annotations.json")))
+    for name in ["../outside.jpg", str(tmp_path / "outside.jpg"), "images/../../outside.jpg"]:
+        data["images"][2]["file_name"] = name
+        _write_json(d, data)
+        with pytest.raises(ValueError, match=rf"image 9: .*{re.escape(repr(name))}.*outside"):
+            coco_folder.read_coco_folder(d)
+    # A symbolic link the user made inside the folder is followed (datasets often link images/
+    # to other storage); "inside" is a property of the name, not of where the link points.
+    data["images"][2]["file_name"] = "sub/linked.jpg"
+    _write_json(d, data)
+    os.symlink(str(tmp_path / "outside.jpg"), f"{d}/images/sub/linked.jpg")
+    records, _, _ = coco_folder.read_coco_folder(d)
+    assert records[-1]["path"] == f"{d}/images/sub/linked.jpg"
+
+
+def test_non_utf8_file_names_are_read(tmp_path):
+    d = str(tmp_path / os.fsdecode(b"caf\xe9"))
+    _save(f"{d}/a.png", _pixels(8, 12))
+    _write_json(
+        d,
+        {
+            "images": [{"id": 1, "file_name": "a.png", "width": 12, "height": 8}],
+            "categories": [{"id": 1, "name": "thing"}],
+        },
+    )
+    (example,) = list(coco_folder.load_coco_folder(d)[0].as_numpy_iterator())
+    np.testing.assert_array_equal(example["image"], _pixels(8, 12))

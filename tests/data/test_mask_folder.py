@@ -1,8 +1,9 @@
+import os
 import re
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ondevice_vision import drawing
 from ondevice_vision.configs import base_segmentation, lraspp_mobilenet_v3_small_shapes
@@ -131,3 +132,53 @@ def test_dispatcher_rejects_differing_class_lists(tmp_path):
     cfg.eval_dir = str(tmp_path / "val")
     with pytest.raises(ValueError, match="Class lists differ"):
         segmentation_sources.load_segmentation_source(cfg, "eval")
+
+
+def test_images_with_the_same_stem_are_an_error(tmp_path):
+    _write_folder(tmp_path, _masks())
+    Image.fromarray(np.zeros((16, 24, 3), np.uint8)).save(tmp_path / "images" / "img00.jpg")
+    with pytest.raises(ValueError) as err:
+        mask_folder.load(str(tmp_path))
+    message = str(err.value)
+    assert str(tmp_path / "images" / "img00.jpg") in message
+    assert str(tmp_path / "images" / "img00.png") in message
+    assert str(tmp_path / "masks" / "img00.png") in message
+
+
+def _oriented(directory, stem, orientation, mask_shape):
+    pixels = np.random.default_rng(orientation).integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels).save(directory / "images" / f"{stem}.png", exif=exif)
+    Image.fromarray(np.ones(mask_shape, np.uint8)).save(directory / "masks" / f"{stem}.png")
+    return pixels
+
+
+def test_exif_orientation_follows_the_mask_size(tmp_path, caplog):
+    _write_folder(tmp_path, [])
+    _oriented(tmp_path, "a_rot", 6, (10, 6))  # the mask has the displayed size
+    stored = _oriented(tmp_path, "b_raw", 8, (6, 10))  # the mask has the stored size
+    with caplog.at_level("WARNING"):
+        ds, _ = mask_folder.load(str(tmp_path))
+    rot, raw = ds.as_numpy_iterator()
+    with Image.open(tmp_path / "images" / "a_rot.png") as im:
+        np.testing.assert_array_equal(
+            rot["image"], np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+        )
+    assert rot["mask"].shape == (10, 6, 1)
+    np.testing.assert_array_equal(raw["image"], stored)
+    assert re.search(r"b_raw\.png.*EXIF orientation 8", caplog.text)
+
+    _oriented(tmp_path, "c_bad", 6, (7, 7))
+    with pytest.raises(ValueError, match=r"c_bad\.png.*EXIF orientation 6"):
+        mask_folder.load(str(tmp_path))
+
+
+def test_non_utf8_file_names_are_read(tmp_path):
+    directory = tmp_path / os.fsdecode(b"masks\xff")
+    _write_folder(directory, _masks(shapes=((8, 8),)))
+    stem = os.fsdecode(b"caf\xe9")
+    os.rename(directory / "images" / "img00.png", directory / "images" / f"{stem}.png")
+    os.rename(directory / "masks" / "img00.png", directory / "masks" / f"{stem}.png")
+    (example,) = list(mask_folder.load(str(directory))[0].as_numpy_iterator())
+    assert example["image_id"] == b"caf\xe9" and example["mask"].shape == (8, 8, 1)

@@ -1,9 +1,10 @@
 import logging
 import os
+import re
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ondevice_vision.configs import base_detection
 from ondevice_vision.data import detection_sources, voc_folder
@@ -143,3 +144,86 @@ def test_detection_source_collects_classes_from_both_splits(tmp_path):
     cfg.class_names = ("zebra", "cat", "dog", "person")
     _, given = detection_sources.load_detection_source(cfg, "eval")
     assert given.names == ("zebra", "cat", "dog", "person")
+
+
+def test_clipped_boxes_are_counted_and_logged(tmp_path, caplog):
+    d = str(tmp_path / "voc")
+    objects = [
+        ("a", (5, 5, 50, 12), False),  # runs past the right edge of the 20-wide image
+        ("a", (0, 0, 10, 10), False),  # 1-based: column 0 is outside, so this one is clipped too
+        ("a", (2, 2, 8, 8), False),  # inside
+    ]
+    _add(d, "x", (10, 20), objects)
+    with caplog.at_level(logging.WARNING):
+        records, _, counts = voc_folder.read_voc_folder(d)
+    assert counts["clipped_boxes"] == 2 and counts["dropped_boxes"] == 0
+    assert len(records[0]["boxes"]) == 3
+    assert re.search(r"voc: .*clipped 2 boxes", caplog.text)
+
+
+def test_non_finite_coordinates_are_errors_naming_the_file(tmp_path):
+    for value in ("inf", "nan", "-Infinity"):
+        d = str(tmp_path / value)
+        _add(d, "x", (10, 20), [("a", (1, 1, value, 5), False)])
+        with pytest.raises(ValueError, match=rf"x\.xml: <xmax> is not a finite number: '{value}'"):
+            voc_folder.read_voc_folder(d)
+
+
+def test_file_names_must_stay_inside_the_folder(tmp_path):
+    d = _valid_folder(tmp_path)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "outside.jpg")
+    xml = f"{d}/Annotations/2008_000001.xml"
+    for name in ["../../outside.jpg", str(tmp_path / "outside.jpg")]:
+        with open(xml, "w") as f:
+            f.write(_xml(name, 8, 8, []))
+        with pytest.raises(
+            ValueError, match=rf"2008_000001\.xml: .*{re.escape(repr(name))}.*outside"
+        ):
+            voc_folder.read_voc_folder(d)
+    _valid_folder(tmp_path / "listed")
+    os.makedirs(f"{tmp_path}/listed/voc/ImageSets/Main")
+    with open(f"{tmp_path}/listed/voc/ImageSets/Main/val.txt", "w") as f:
+        f.write("2008_000001\n../../../voc/Annotations/2008_000002\n")
+    with pytest.raises(
+        ValueError, match=r"val\.txt: .*'\.\./\.\./\.\./voc/Annotations/2008_000002'"
+    ):
+        voc_folder.read_voc_folder(f"{tmp_path}/listed/voc", image_set="val")
+
+
+def _add_oriented(d, stem, orientation, size_in_xml):
+    pixels = np.random.default_rng(orientation).integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    os.makedirs(f"{d}/Annotations", exist_ok=True)
+    os.makedirs(f"{d}/JPEGImages", exist_ok=True)
+    Image.fromarray(pixels).save(f"{d}/JPEGImages/{stem}.png", exif=exif)
+    w, h = size_in_xml
+    with open(f"{d}/Annotations/{stem}.xml", "w") as f:
+        f.write(_xml(f"{stem}.png", w, h, [("a", (1, 1, 3, 4), False)]))
+    return pixels
+
+
+def test_exif_orientation_follows_the_annotation_size(tmp_path, caplog):
+    d = str(tmp_path / "voc")
+    _add_oriented(d, "a_rot", 6, (6, 10))  # the XML has the displayed size
+    stored = _add_oriented(d, "b_raw", 6, (10, 6))  # the XML has the stored size
+    _add_oriented(d, "c_nosize", 8, (0, 0))
+    with caplog.at_level(logging.WARNING):
+        ds, _ = voc_folder.load_voc_folder(d)
+    rot, raw, nosize = ds.as_numpy_iterator()
+    for example, stem in [(rot, "a_rot"), (nosize, "c_nosize")]:
+        with Image.open(f"{d}/JPEGImages/{stem}.png") as im:
+            np.testing.assert_array_equal(
+                example["image"], np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+            )
+        np.testing.assert_allclose(example["boxes"], [[0, 0, 4 / 10, 3 / 6]], atol=1e-6)
+    np.testing.assert_array_equal(raw["image"], stored)
+    np.testing.assert_allclose(raw["boxes"], [[0, 0, 4 / 6, 3 / 10]], atol=1e-6)
+    assert re.search(r"b_raw\.png.*EXIF orientation 6", caplog.text)
+
+
+def test_non_utf8_file_names_are_read(tmp_path):
+    d = str(tmp_path / os.fsdecode(b"voc\xff"))
+    _add(d, "x", (10, 20), [("a", (1, 1, 5, 5), False)], ext="png")
+    (example,) = list(voc_folder.load_voc_folder(d)[0].as_numpy_iterator())
+    assert example["image"].shape == (10, 20, 3)

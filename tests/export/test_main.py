@@ -56,6 +56,7 @@ def test_predict_inputs(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing"):
         list_inputs(str(tmp_path / "missing"))
     assert output_name("/x/photo.jpg") != output_name("/x/photo.png")
+    assert output_name("/x/a.b.jpg") != output_name("/x/a_b.jpg")
 
 
 def test_loading_something_that_is_not_an_export(tmp_path):
