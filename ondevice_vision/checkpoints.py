@@ -189,14 +189,31 @@ def restore_weights(model, path: str) -> None:
     try:
         status = tf.train.Checkpoint(model=model).read(path)
         status.expect_partial().assert_existing_objects_matched()
-    except AssertionError as e:
+    except (AssertionError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        _drop_failed_restore(e)
         raise ValueError(
             f"{path}: this checkpoint does not match the config's model ({model.name}); was it "
-            "written by another config, task, backbone or class count?"
-        ) from e
+            f"written by another config, task, backbone or class count? ({first[:200]})"
+        ) from None
     except (IndexError, tf.errors.OpError) as e:
         detail = getattr(e, "message", None) or str(e)
         raise ValueError(f"{path}: unreadable checkpoint ({detail})") from e
+
+
+def _drop_failed_restore(error: BaseException) -> None:
+    """A failed restore logs one warning per unmatched value (hundreds) when its bookkeeping is
+    garbage-collected; the one-line error says it all, so collect it now, quietly."""
+    import gc
+
+    error.__traceback__ = None
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        gc.collect()
+    finally:
+        logger.setLevel(level)
 
 
 def step_of(path: str) -> int | None:

@@ -65,3 +65,23 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
             (tmp_path / "checkpoints" / name).write_bytes(b"")
     with pytest.raises(ValueError, match="ckpt-4.*ckpt-2"):
         checkpoints.restore_newest_readable(tf.train.Checkpoint(v=tf.Variable(0.0)), workdir)
+
+
+def test_a_checkpoint_of_another_model_is_named_in_one_sentence(tmp_path, capfd):
+    from ondevice_vision import tasks
+    from ondevice_vision.configs import (
+        lraspp_mobilenet_v3_small_shapes,
+        ssdlite_mobilenet_v3_small_shapes,
+    )
+
+    segmentation = lraspp_mobilenet_v3_small_shapes.get_config("smoke")
+    model = tasks.get_task(segmentation).build_model(segmentation)
+    prefix = tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt-1"))
+    detection = ssdlite_mobilenet_v3_small_shapes.get_config("smoke")
+    with pytest.raises(ValueError, match="ckpt-1: this checkpoint does not match the config"):
+        tasks.load_trained_model(detection, None, prefix)
+    import gc
+
+    gc.collect()
+    # Not hundreds of "Value in checkpoint could not be found" warnings around it.
+    assert "could not be found" not in "".join(capfd.readouterr())

@@ -26,3 +26,15 @@ def test_results_of_a_remote_workdir_land_on_that_filesystem(tmp_path, monkeypat
     ):
         assert tf.io.gfile.exists(f"{workdir}/{name}"), name
     assert not list(tmp_path.iterdir()), "wrote into a local folder instead"
+
+
+def test_evaluation_shows_progress(monkeypatch, caplog):
+    from ondevice_vision.eval import evaluator
+
+    monkeypatch.setattr(evaluator, "LOG_EVERY_SECONDS", 0.0)
+    config = ssdlite_mobilenet_v3_small_shapes.get_config("smoke")
+    config.eval.batch_size = 1
+    model = detection_task.build_model(config)
+    with caplog.at_level("INFO"):
+        evaluate.evaluate(config, model, None)
+    assert "eval: 1 images" in caplog.text and "(4/4, ETA" in caplog.text
