@@ -161,18 +161,3 @@ def test_ssd_random_crop_rejects_mismatched_case_lists():
     image, boxes, classes, crowd = _scene()
     with pytest.raises(ValueError, match="overlap_thresh"):
         aug.ssd_random_crop(image, boxes, classes, crowd, overlap_thresh=(0.5,))
-
-
-def test_resize_image():
-    image = np.random.default_rng(0).integers(0, 256, (37, 51, 3)).astype(np.uint8)
-    out = aug.resize_image(tf.constant(image), (20, 24)).numpy()
-    assert out.dtype == np.float32 and out.shape == (20, 24, 3)
-    assert out.min() >= 0.0 and out.max() <= 255.0
-    constant = aug.resize_image(tf.fill([7, 9, 3], tf.constant(200, tf.uint8)), (16, 16)).numpy()
-    np.testing.assert_allclose(constant, 200.0)
-    # Half-pixel-centre bilinear: each output column samples the input at (j + 0.5) / 2 - 0.5.
-    row = np.array([0, 10, 40, 90, 160, 250], np.float64)
-    ramp = np.tile(row.astype(np.uint8)[None, :, None], (3, 1, 3))
-    up = aug.resize_image(tf.constant(ramp), (3, 12)).numpy()
-    centres = np.clip((np.arange(12) + 0.5) / 2 - 0.5, 0, len(row) - 1)
-    np.testing.assert_allclose(up[1, :, 0], np.interp(centres, np.arange(len(row)), row), atol=1e-3)

@@ -204,8 +204,8 @@ def test_imagenet_weights_initialise_a_segmenters_backbone(tmp_path):
     from ondevice_vision.backbones import load_imagenet_weights
 
     load_imagenet_weights(expected, path)
-    by_name = {v.path.split("/", 1)[-1]: v.numpy() for v in expected.weights}
-    loaded = {v.path.split("/", 1)[-1]: v.numpy() for v in trainer.model.backbone.weights}
+    by_name = {v.path: v.numpy() for v in expected.weights}
+    loaded = {v.path: v.numpy() for v in trainer.model.backbone.weights}
     shared = sorted(set(by_name) & set(loaded))
     assert len(shared) > 50
     for name in shared:
