@@ -35,6 +35,18 @@ def _normalise_reduced_tail(value):
     return value
 
 
+@keras.saving.register_keras_serializable(package="ondevice_vision")
+class SlimHardSigmoid(layers.Layer):
+    """The squeeze-excite gate exactly as slim's MobileNetV3 computes it: relu6(x + 3) * 0.16667.
+
+    The rounded constant (not 1/6) is the reference's; with 1/6 every gate would be 2e-5 too
+    small relative to the published weights' training, a difference the equality tests see.
+    """
+
+    def call(self, x):
+        return keras.ops.relu6(x + 3.0) * 0.16667
+
+
 class _GraphBuilder:
     """Builds the layer graph while tracking stride/dilation and recording endpoints."""
 
@@ -85,7 +97,7 @@ class _GraphBuilder:
         s = layers.Conv2D(squeeze, 1, padding="same", name=prefix + "squeeze_excite_conv")(s)
         s = layers.ReLU(name=prefix + "squeeze_excite_relu")(s)
         s = layers.Conv2D(filters, 1, padding="same", name=prefix + "squeeze_excite_conv_1")(s)
-        s = layers.Activation("hard_sigmoid", name=prefix + "squeeze_excite_gate")(s)
+        s = SlimHardSigmoid(name=prefix + "squeeze_excite_gate")(s)
         return layers.Multiply(name=prefix + "squeeze_excite_mul")([x, s])
 
     def block(self, x, index: int, block: Block, out: int, taps: dict, halve_expansion=False):

@@ -40,6 +40,9 @@ def detection_config(backbone: str) -> ml_collections.ConfigDict:
                 "matched_threshold": 0.5,
                 "unmatched_threshold": 0.5,
                 "force_match": True,
+                # "ignore": anchors matched to crowd boxes are ignored; "positive": crowd boxes
+                # are ordinary boxes (the OD API's SSD loss, which the *_coco recipes reproduce).
+                "crowd_matches": "ignore",
             },
             "loss": {
                 "focal_alpha": 0.75,
@@ -103,6 +106,7 @@ def coco_config(backbone: str, arg: str | None) -> ml_collections.ConfigDict:
     config = detection_config(backbone)
     config.data.source = "tfds"
     config.data.class_index = "category_id"
+    config.model.matcher.crowd_matches = "positive"
     config.data.tfds_name = "coco/2017"
     config.data.train_split = "train"
     config.data.eval_split = "validation"

@@ -231,6 +231,7 @@ def anchor_boxes(anchor_options: dict, num_layers: int, input_size):
     """SSD anchors [A, 4] of `num_layers` feature maps at `input_size` (height, width)."""
     o = dict(DEFAULT_ANCHOR_OPTIONS, **anchor_options)
     sizes = anchors_lib.feature_map_sizes(tuple(input_size))[:num_layers]
+    # The image size makes non-square inputs' anchors square in pixels, as the OD API does.
     return anchors_lib.ssd_anchors(
         sizes,
         min_scale=o["min_scale"],
@@ -238,4 +239,5 @@ def anchor_boxes(anchor_options: dict, num_layers: int, input_size):
         aspect_ratios=tuple(o["aspect_ratios"]),
         interpolated_scale_aspect_ratio=o["interpolated_scale_aspect_ratio"],
         reduce_boxes_in_lowest_layer=o["reduce_boxes_in_lowest_layer"],
+        image_size=tuple(input_size),
     )

@@ -1,9 +1,10 @@
 """SSD training targets for one image: IoU similarity + argmax matcher + Faster R-CNN box coder.
 
 The matcher follows the TF Object Detection API's `ArgMaxMatcher` (negatives_lower_than_unmatched,
-optional force match of each ground-truth row to its best anchor). Crowd boxes play no part in force
-matching (the OD API's `valid_rows`), and an anchor whose match is a crowd box is ignored: the
-detector is neither rewarded nor punished for firing inside a crowd region.
+optional force match of each ground-truth row to its best anchor). `crowd_matches` decides what a
+crowd box is: "positive" treats it as any other box, as the OD API's SSD loss does (it never reads
+`is_crowd`); "ignore" keeps crowd boxes out of force matching and ignores the anchors they match,
+so the detector is neither rewarded nor punished for firing inside a crowd region.
 
 Pure TF ops, no Python control flow on tensor values, so it runs eagerly and inside
 `tf.data.Dataset.map` with an unknown number of boxes (including zero).
@@ -17,6 +18,7 @@ from ondevice_vision.heads import box_coder
 
 UNMATCHED = -1
 IGNORED = -2
+CROWD_MATCHES = ("positive", "ignore")
 
 
 def pairwise_iou(boxes1, boxes2):
@@ -95,6 +97,7 @@ def assign_targets(
     unmatched_threshold: float = 0.5,
     force_match_for_each_row: bool = True,
     scale_factors=box_coder.DEFAULT_SCALE_FACTORS,
+    crowd_matches: str = "ignore",
 ) -> dict:
     """Targets for one image.
 
@@ -107,6 +110,8 @@ def assign_targets(
     float32 [A, 4] (encoded, zeros where not positive), box_weights float32 [A] (1 for positives),
     num_positives float32 scalar.
     """
+    if crowd_matches not in CROWD_MATCHES:
+        raise ValueError(f"crowd_matches must be one of {CROWD_MATCHES}, got {crowd_matches!r}")
     if unmatched_threshold > matched_threshold:
         raise ValueError(
             f"assign_targets: unmatched_threshold {unmatched_threshold} is above "
@@ -115,6 +120,8 @@ def assign_targets(
     gt_boxes = tf.reshape(tf.cast(gt_boxes, tf.float32), [-1, 4])
     gt_classes = tf.reshape(tf.cast(gt_classes, tf.int32), [-1])
     gt_is_crowd = tf.reshape(tf.cast(gt_is_crowd, tf.bool), [-1])
+    if crowd_matches == "positive":
+        gt_is_crowd = tf.zeros_like(gt_is_crowd)
     anchors = tf.reshape(tf.cast(anchors, tf.float32), [-1, 4])
     num_gt = tf.shape(gt_boxes)[0]
     checks = [

@@ -103,6 +103,7 @@ def parse_example(example, config, anchor_boxes, remap, training: bool):
         unmatched_threshold=m.matcher.unmatched_threshold,
         force_match_for_each_row=m.matcher.force_match,
         scale_factors=tuple(m.anchors.box_scale_factors),
+        crowd_matches=m.matcher.get("crowd_matches", "ignore"),
     )
     max_boxes = config.data.max_boxes
     labels = dict(targets)

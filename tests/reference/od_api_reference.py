@@ -1,0 +1,224 @@
+"""Runs the TF Object Detection API and slim (TF1 graph mode) and writes what the tests compare.
+
+Test-only; run as its own process (`python od_api_reference.py OUT_DIR`, see harness.py), never
+imported by the test process or the product. For every detection config and slim classifier it
+builds the reference model, draws random weights and batch-norm statistics (so nothing is
+trivially zero or one), runs it on the inputs in OUT_DIR/inputs.npz and writes
+
+    OUT_DIR/<name>/model.ckpt*   the TF1 checkpoint, as the zoo / slim releases store theirs
+    OUT_DIR/<name>/outputs.npz   raw outputs, anchors, post-processed detections, losses
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import bootstrap  # noqa: E402  (must run before TensorFlow is imported)
+
+tf = bootstrap.install()
+
+import numpy as np  # noqa: E402
+import tf_slim as slim  # noqa: E402
+from google.protobuf import text_format  # noqa: E402
+from nets.mobilenet import mobilenet_v3  # noqa: E402
+from object_detection.builders import model_builder  # noqa: E402
+from object_detection.protos import model_pb2  # noqa: E402
+
+DETECTION = {
+    "ssdlite_v3_large": "ssdlite_mobilenet_v3_large_320x320_coco.model.config",
+    "ssdlite_v3_small": "ssdlite_mobilenet_v3_small_320x320_coco.model.config",
+    "ssdlite_edgetpu": "ssdlite_mobilenet_edgetpu_320x320_coco.model.config",
+}
+# The slim networks of the eight published ImageNet checkpoints: (builder, depth multiplier).
+CLASSIFIERS = {
+    "v3_large_1.0": ("large", 1.0),
+    "v3_large_0.75": ("large", 0.75),
+    "v3_small_1.0": ("small", 1.0),
+    "v3_small_0.75": ("small", 0.75),
+    "v3_large_minimalistic_1.0": ("large_minimalistic", 1.0),
+    "v3_small_minimalistic_1.0": ("small_minimalistic", 1.0),
+    "edgetpu_1.0": ("edge_tpu", 1.0),
+    "edgetpu_0.75": ("edge_tpu", 0.75),
+}
+# Emulates the quantisation-range variables of a fake-quant trained checkpoint (the EdgeTPU
+# SSDLite of the zoo), which an importer has to skip.
+FAKE_QUANT_VARIABLES = (
+    "FeatureExtractor/MobilenetEdgeTPU/Conv/act_quant/min",
+    "FeatureExtractor/MobilenetEdgeTPU/Conv/act_quant/max",
+    "FeatureExtractor/MobilenetEdgeTPU/Conv/weights_quant/min",
+    "FeatureExtractor/MobilenetEdgeTPU/Conv/weights_quant/max",
+)
+
+
+def load_model_config(file_name, height=None, width=None):
+    config = model_pb2.DetectionModel()
+    with open(os.path.join(HERE, "configs", file_name)) as f:
+        text = f.read()
+    text_format.Merge(text.split("model {", 1)[1].rsplit("}", 1)[0], config)
+    # The padded (static-shape) NMS is a pure-TF loop that takes minutes on a CPU for 90
+    # classes; the dynamic one selects the same boxes.
+    config.ssd.post_processing.batch_non_max_suppression.use_static_shapes = False
+    if height:
+        config.ssd.image_resizer.fixed_shape_resizer.height = height
+        config.ssd.image_resizer.fixed_shape_resizer.width = width
+    return config
+
+
+def randomise(sess, rng):
+    """Weights at unit gain (so activations neither vanish nor explode through the depth) and
+    batch-norm parameters and statistics away from their 0 / 1 initial values."""
+    feed = {}
+    for var in tf.compat.v1.global_variables():
+        shape = var.shape.as_list()
+        leaf = var.op.name.rsplit("/", 1)[-1]
+        if leaf in ("weights", "depthwise_weights", "kernel"):
+            fan_in = shape[0] * shape[1] * (1 if leaf == "depthwise_weights" else shape[2])
+            value = rng.normal(0.0, np.sqrt(1.0 / fan_in), shape)
+        elif leaf in ("biases", "beta", "moving_mean"):
+            value = rng.normal(0.0, 0.2, shape)
+        elif leaf in ("gamma", "moving_variance"):
+            value = rng.uniform(0.5, 1.5, shape)
+        else:
+            continue
+        # Feeding the initial value of each variable's initializer: one session run for all.
+        feed[var.initializer.inputs[1]] = value.astype(np.float32)
+    sess.run([t.op.outputs[0].consumers()[0] for t in feed], feed)
+
+
+def one_hot(classes, depth):
+    out = np.zeros((len(classes), depth), np.float32)
+    out[np.arange(len(classes)), classes] = 1.0
+    return out
+
+
+def _log(message, start=[time.time()]):  # noqa: B006
+    print(f"[reference {time.time() - start[0]:6.1f}s] {message}", flush=True)
+
+
+def run_detection(name, file_name, inputs, out_dir, rng):
+    _log(f"{name}: build")
+    graph = tf.Graph()
+    with graph.as_default():
+        model = model_builder.build(load_model_config(file_name), is_training=False)
+        images = tf.constant(inputs["detection_images"])
+        preprocessed, true_shapes = model.preprocess(images)
+        predictions = model.predict(preprocessed, true_shapes)
+        detections = model.postprocess(predictions, true_shapes)
+        num_classes = model.num_classes
+        boxes, classes, crowd = [], [], []
+        for i in range(len(inputs["detection_images"])):
+            n = int(inputs["gt_counts"][i])
+            boxes.append(tf.constant(inputs["gt_boxes"][i, :n]))
+            classes.append(tf.constant(one_hot(inputs["gt_classes"][i, :n], num_classes)))
+            crowd.append(tf.constant(inputs["gt_is_crowd"][i, :n]))
+        model.provide_groundtruth(boxes, classes, groundtruth_is_crowd_list=crowd)
+        losses = model.loss(predictions, true_shapes)
+        extra = []
+        if name == "ssdlite_v3_large":
+            # A real training checkpoint's extras: the global step and momentum slots.
+            step = tf.compat.v1.train.get_or_create_global_step()
+            total = tf.add_n(list(losses.values()))
+            extra.append(tf.compat.v1.train.MomentumOptimizer(0.1, 0.9).minimize(total, step))
+        if name == "ssdlite_edgetpu":
+            for var_name in FAKE_QUANT_VARIABLES:
+                tf.compat.v1.get_variable(var_name, shape=[], initializer=tf.zeros_initializer())
+        trainable = sum(int(np.prod(v.shape.as_list())) for v in tf.compat.v1.trainable_variables())
+        _log(f"{name}: graph built")
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            randomise(sess, rng)
+            _log(f"{name}: randomised")
+            fetch = {
+                "anchors": predictions["anchors"],
+                "box_encodings": predictions["box_encodings"],
+                "class_predictions": predictions["class_predictions_with_background"],
+                "detection_boxes": detections["detection_boxes"],
+                "detection_scores": detections["detection_scores"],
+                "detection_classes": detections["detection_classes"],
+                "num_detections": detections["num_detections"],
+                "localization_loss": losses["Loss/localization_loss"],
+                "classification_loss": losses["Loss/classification_loss"],
+            }
+            values = sess.run(fetch)
+            _log(f"{name}: ran")
+            directory = os.path.join(out_dir, name)
+            os.makedirs(directory, exist_ok=True)
+            tf.compat.v1.train.Saver().save(
+                sess, os.path.join(directory, "model.ckpt"), write_meta_graph=False
+            )
+    values["trainable_parameters"] = np.int64(trainable)
+    np.savez(os.path.join(out_dir, name, "outputs.npz"), **values)
+
+
+def run_anchors_only(name, file_name, height, width, out_dir):
+    """Anchors of a non-square input: they depend on the feature map sizes and the image shape."""
+    graph = tf.Graph()
+    with graph.as_default():
+        model = model_builder.build(load_model_config(file_name, height, width), is_training=False)
+        images = tf.zeros([1, height, width, 3])
+        preprocessed, true_shapes = model.preprocess(images)
+        predictions = model.predict(preprocessed, true_shapes)
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            anchors = sess.run(predictions["anchors"])
+    os.makedirs(os.path.join(out_dir, name), exist_ok=True)
+    np.savez(os.path.join(out_dir, name, "outputs.npz"), anchors=anchors)
+
+
+def run_classifier(name, builder, multiplier, images, out_dir, rng):
+    graph = tf.Graph()
+    with graph.as_default():
+        net = getattr(mobilenet_v3, builder)
+        with slim.arg_scope(mobilenet_v3.training_scope(is_training=False)):
+            # finegrain_classification_mode keeps the 1280/1024 layer wide below 1.0, as the
+            # published 0.75 checkpoints have it.
+            logits, _ = net(
+                tf.constant(images / 127.5 - 1.0, tf.float32),
+                num_classes=1001,
+                depth_multiplier=multiplier,
+                finegrain_classification_mode=multiplier < 1.0,
+            )
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            randomise(sess, rng)
+            values = {"logits": sess.run(logits)}
+            directory = os.path.join(out_dir, name)
+            os.makedirs(directory, exist_ok=True)
+            tf.compat.v1.train.Saver().save(
+                sess, os.path.join(directory, "model.ckpt"), write_meta_graph=False
+            )
+    np.savez(os.path.join(out_dir, name, "outputs.npz"), **values)
+
+
+def main(out_dir, only=None):
+    start = time.time()
+    inputs = dict(np.load(os.path.join(out_dir, "inputs.npz")))
+    timings = {}
+    for index, (name, file_name) in enumerate(DETECTION.items()):
+        if only and name not in only:
+            continue
+        t = time.time()
+        run_detection(name, file_name, inputs, out_dir, np.random.default_rng(index))
+        timings[name] = time.time() - t
+    if not only or "anchors_256x384" in only:
+        run_anchors_only("anchors_256x384", DETECTION["ssdlite_v3_large"], 256, 384, out_dir)
+    for index, (name, (builder, multiplier)) in enumerate(CLASSIFIERS.items()):
+        if only and name not in only:
+            continue
+        t = time.time()
+        rng = np.random.default_rng(100 + index)
+        run_classifier(name, builder, multiplier, inputs["classifier_images"], out_dir, rng)
+        timings[name] = time.time() - t
+    timings["total"] = time.time() - start
+    with open(os.path.join(out_dir, "timings.json"), "w") as f:
+        json.dump(timings, f, indent=1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2:] or None)

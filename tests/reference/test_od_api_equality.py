@@ -1,0 +1,181 @@
+"""Our SSDLite detectors against the TF1 Object Detection API itself, on checkpoints it wrote.
+
+The reference subprocess (od_api_reference.py) builds each zoo config with the OD API's
+model_builder, draws random weights and batch-norm statistics, and saves a TF1 checkpoint and
+its outputs on natural-looking images; we import that checkpoint with the importer users run on
+the zoo's files and must reproduce every number.
+"""
+
+import functools
+import importlib
+
+import numpy as np
+import pytest
+import reference_harness
+import tensorflow as tf
+
+from ondevice_vision.heads import losses, postprocess, ssdlite, target_assigner
+from ondevice_vision.importers import od_api
+
+CONFIGS = {
+    "ssdlite_v3_large": "ssdlite_mobilenet_v3_large_320_coco",
+    "ssdlite_v3_small": "ssdlite_mobilenet_v3_small_320_coco",
+    "ssdlite_edgetpu": "ssdlite_mobilenet_edgetpu_320_coco",
+}
+
+
+def config_of(name):
+    return importlib.import_module(f"ondevice_vision.configs.{CONFIGS[name]}").get_config()
+
+
+@functools.cache
+def _imported(directory, name):
+    model = ssdlite.build_detector(config_of(name).model)
+    report = od_api.load_od_api_checkpoint(model, f"{directory}/{name}/model.ckpt")
+    return model, report
+
+
+@functools.cache
+def _outputs(directory, name):
+    model, _ = _imported(directory, name)
+    images = np.load(f"{directory}/inputs.npz")["detection_images"]
+    return {k: v.numpy() for k, v in model(images, training=False).items()}
+
+
+def test_reference_is_the_published_recipe(reference_dir):
+    # The figures the OD API's model_builder gives for the zoo's V3-Large config.
+    reference = reference_harness.load(reference_dir, "ssdlite_v3_large")
+    assert int(reference["trainable_parameters"]) == 3_248_255
+    assert reference["anchors"].shape == (2034, 4)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_anchors_equal(reference_dir, name):
+    reference = reference_harness.load(reference_dir, name)["anchors"]
+    ours = ssdlite.anchor_boxes(config_of(name).model, (320, 320))
+    np.testing.assert_allclose(ours, reference, atol=1e-6, rtol=0)
+
+
+def test_anchors_equal_non_square(reference_dir):
+    reference = reference_harness.load(reference_dir, "anchors_256x384")["anchors"]
+    ours = ssdlite.anchor_boxes(config_of("ssdlite_v3_large").model, (256, 384))
+    assert ours.shape == reference.shape
+    np.testing.assert_allclose(ours, reference, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_import_reports_skipped_training_state(reference_dir, name):
+    model, report = _imported(reference_dir, name)
+    assert len(report.assigned) == len(model.weights)
+    reasons = set(report.skipped.values())
+    expected = {
+        "ssdlite_v3_large": {"training state", "training step"},
+        "ssdlite_v3_small": set(),
+        "ssdlite_edgetpu": {"quantisation range"},
+    }[name]
+    assert reasons == expected
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_box_encodings_and_class_logits_equal(reference_dir, name):
+    reference = reference_harness.load(reference_dir, name)
+    ours = _outputs(reference_dir, name)
+    # Natural-scale outputs (std of a few units), so 1e-4 is a tight bound.
+    assert reference["box_encodings"].std() > 0.3 and reference["class_predictions"].std() > 0.3
+    np.testing.assert_allclose(ours["box_outputs"], reference["box_encodings"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(
+        ours["class_outputs"], reference["class_predictions"], atol=1e-4, rtol=0
+    )
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_postprocessed_detections_equal(reference_dir, name):
+    reference = reference_harness.load(reference_dir, name)
+    ours = _outputs(reference_dir, name)
+    m = config_of(name).model
+    detections = postprocess.postprocess(
+        ours["box_outputs"],
+        ours["class_outputs"],
+        ssdlite.anchor_boxes(m, (320, 320)),
+        score_threshold=m.score_threshold,
+        iou_threshold=m.iou_threshold,
+        max_detections_per_class=m.max_detections_per_class,
+        max_total_detections=m.max_detections,
+        scale_factors=tuple(m.box_scale_factors),
+    )
+    np.testing.assert_array_equal(detections["num_detections"], reference["num_detections"])
+    np.testing.assert_array_equal(
+        detections["detection_classes"], reference["detection_classes"].astype(np.int32)
+    )
+    np.testing.assert_allclose(
+        detections["detection_scores"], reference["detection_scores"], atol=1e-5, rtol=0
+    )
+    np.testing.assert_allclose(
+        detections["detection_boxes"], reference["detection_boxes"], atol=1e-5, rtol=0
+    )
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_training_loss_equal(reference_dir, name):
+    """Crowd box, a box across the border and an image without boxes, as the OD API's loss()."""
+    reference = reference_harness.load(reference_dir, name)
+    data = np.load(f"{reference_dir}/inputs.npz")
+    m = config_of(name).model
+    ours = _outputs(reference_dir, name)
+    anchors = ssdlite.anchor_boxes(m, (320, 320))
+    per_image = []
+    for i, count in enumerate(data["gt_counts"]):
+        per_image.append(
+            target_assigner.assign_targets(
+                data["gt_boxes"][i, :count],
+                data["gt_classes"][i, :count],
+                data["gt_is_crowd"][i, :count],
+                anchors,
+                num_classes=m.num_classes,
+                matched_threshold=m.matched_threshold,
+                unmatched_threshold=m.unmatched_threshold,
+                force_match_for_each_row=m.force_match,
+                scale_factors=tuple(m.box_scale_factors),
+                crowd_matches=m.crowd_matches,
+            )
+        )
+    targets = {k: tf.stack([t[k] for t in per_image]) for k in per_image[0]}
+    loss = losses.detection_loss(
+        ours["box_outputs"],
+        ours["class_outputs"],
+        targets,
+        num_classes=m.num_classes,
+        alpha=m.focal_alpha,
+        gamma=m.focal_gamma,
+        delta=m.huber_delta,
+        cls_weight=m.cls_weight,
+        box_weight=m.box_weight,
+        encode_background_as_zeros=m.encode_background_as_zeros,
+        normalize_box_loss_by_codesize=m.normalize_box_loss_by_codesize,
+    )
+    # The OD API normalises the batch's sums by the batch's matches (as our training loop does).
+    per_image_norm = np.maximum(targets["num_positives"].numpy(), 1.0)
+    normaliser = max(targets["num_positives"].numpy().sum(), 1.0)
+    cls = (loss["cls_loss"].numpy() * per_image_norm).sum() / normaliser
+    box = (loss["box_loss"].numpy() * per_image_norm).sum() / normaliser
+    assert reference["classification_loss"] > 0 and reference["localization_loss"] > 0
+    np.testing.assert_allclose(cls, reference["classification_loss"], rtol=1e-4)
+    np.testing.assert_allclose(box, reference["localization_loss"], rtol=1e-4)
+
+
+def test_crowd_box_matters_in_the_loss_batch(reference_dir):
+    """The batch really tests crowd handling: ignoring crowd matches changes the targets."""
+    data = np.load(f"{reference_dir}/inputs.npz")
+    m = config_of("ssdlite_v3_large").model
+    anchors = ssdlite.anchor_boxes(m, (320, 320))
+    count = data["gt_counts"][0]
+    args = (data["gt_boxes"][0, :count], data["gt_classes"][0, :count])
+    crowd = data["gt_is_crowd"][0, :count]
+    assert crowd.any()
+    positive = target_assigner.assign_targets(
+        *args, crowd, anchors, num_classes=90, crowd_matches="positive"
+    )
+    ignore = target_assigner.assign_targets(
+        *args, crowd, anchors, num_classes=90, crowd_matches="ignore"
+    )
+    assert positive["num_positives"] > ignore["num_positives"]
