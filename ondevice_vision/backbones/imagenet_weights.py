@@ -108,7 +108,16 @@ def _layers_with_weights(model):
 
 
 def load_imagenet_weights(backbone: keras.Model, path: str | None = None) -> str:
-    """Loads ImageNet weights into a Backbone from `path` or the official URL; returns the file."""
+    """Loads ImageNet weights into a Backbone from `path` or the official URL; returns the file.
+
+    `path` may also be a slim TF1 checkpoint prefix (PATH/model.ckpt of Google's published
+    MobileNetV3 / MobileNetEdgeTPU checkpoints), the only ImageNet weights of MobileNetEdgeTPU.
+    """
+    from ondevice_vision.backbones import slim_checkpoint
+
+    if path and slim_checkpoint.is_tf1_checkpoint(path):
+        slim_checkpoint.load_slim_checkpoint(backbone, path)
+        return path
     file_path = resolve_weights(
         backbone.backbone_name, backbone.depth_multiplier, backbone.include_top, path
     )

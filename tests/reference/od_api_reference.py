@@ -46,6 +46,14 @@ CLASSIFIERS = {
     "edgetpu_1.0": ("edge_tpu", 1.0),
     "edgetpu_0.75": ("edge_tpu", 0.75),
 }
+# Slim's number of the head conv (the 960/576/1280 conv before pooling): stem, blocks, head.
+HEAD_LAYER = {
+    "large": 17,
+    "large_minimalistic": 17,
+    "small": 13,
+    "small_minimalistic": 13,
+    "edge_tpu": 24,
+}
 # Emulates the quantisation-range variables of a fake-quant trained checkpoint (the EdgeTPU
 # SSDLite of the zoo), which an importer has to skip.
 FAKE_QUANT_VARIABLES = (
@@ -178,16 +186,19 @@ def run_classifier(name, builder, multiplier, images, out_dir, rng):
         with slim.arg_scope(mobilenet_v3.training_scope(is_training=False)):
             # finegrain_classification_mode keeps the 1280/1024 layer wide below 1.0, as the
             # published 0.75 checkpoints have it.
-            logits, _ = net(
+            logits, endpoints = net(
                 tf.constant(images / 127.5 - 1.0, tf.float32),
                 num_classes=1001,
                 depth_multiplier=multiplier,
                 finegrain_classification_mode=multiplier < 1.0,
             )
+        # Global pooling averages most of the image away; the head conv's map (slim numbers it
+        # after the blocks and the stem) is compared as well.
+        head = endpoints[f"layer_{HEAD_LAYER[builder]}"]
         with tf.compat.v1.Session() as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
             randomise(sess, rng)
-            values = {"logits": sess.run(logits)}
+            values = dict(zip(("logits", "head"), sess.run([logits, head])))
             directory = os.path.join(out_dir, name)
             os.makedirs(directory, exist_ok=True)
             tf.compat.v1.train.Saver().save(
