@@ -198,7 +198,7 @@ def run_classifier(name, builder, multiplier, images, out_dir, rng):
         with tf.compat.v1.Session() as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
             randomise(sess, rng)
-            values = dict(zip(("logits", "head"), sess.run([logits, head])))
+            values = sess.run({"logits": logits, "head": head})
             directory = os.path.join(out_dir, name)
             os.makedirs(directory, exist_ok=True)
             tf.compat.v1.train.Saver().save(
