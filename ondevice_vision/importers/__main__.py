@@ -1,0 +1,3 @@
+from ondevice_vision.importers.main import run
+
+run()

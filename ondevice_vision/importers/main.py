@@ -1,0 +1,85 @@
+"""`ondevice-import`: a TF1 checkpoint of Google's into an ordinary checkpoint of ours.
+
+    ondevice-import --config=CONFIG --checkpoint=PATH/model.ckpt --workdir=OUT
+
+An Object Detection API checkpoint (the model zoo's SSDLite files) fills the whole detector of a
+detection config; a slim ImageNet checkpoint fills the backbone of any config, the rest keeping
+its initialisation. OUT then holds checkpoints/ckpt-0 and config.json as a training run writes
+them, so ondevice-eval, ondevice-export, ondevice-predict (--workdir=OUT) and
+train.init_checkpoint=OUT work unchanged. What was assigned and skipped is printed as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+
+from absl import app, flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:arg]).")
+    flags.DEFINE_string("checkpoint", None, "TF1 checkpoint prefix, e.g. DIR/model.ckpt.")
+    flags.DEFINE_string("workdir", None, "Output directory (checkpoints/ and config.json).")
+    flags.mark_flags_as_required(["config", "checkpoint", "workdir"])
+
+
+def import_checkpoint(config, checkpoint: str, workdir: str) -> dict:
+    """Library entry point of the CLI; returns the JSON-able report."""
+    import tensorflow as tf
+
+    from ondevice_vision.backbones import slim_checkpoint
+    from ondevice_vision.importers import od_api
+    from ondevice_vision.train import checkpointing, tasks
+
+    if not slim_checkpoint.is_tf1_checkpoint(checkpoint):
+        raise FileNotFoundError(
+            f"{checkpoint}.index not found: pass the checkpoint prefix (e.g. DIR/model.ckpt)"
+        )
+    if checkpointing.latest_checkpoint(workdir):
+        raise FileExistsError(
+            f"{checkpointing.checkpoint_dir(workdir)} already holds a checkpoint; import into a "
+            "new --workdir"
+        )
+    model = tasks.get_task(config).build_model(config)
+    if od_api.is_od_api_checkpoint(checkpoint):
+        if config.task != "detection":
+            raise ValueError(
+                f"{checkpoint} is an Object Detection API checkpoint; it needs a detection "
+                f"config, not a {config.task} one"
+            )
+        report = od_api.load_od_api_checkpoint(model, checkpoint)
+        kind = "od_api"
+    else:
+        report = slim_checkpoint.load_slim_checkpoint(model.get_layer("backbone"), checkpoint)
+        kind = "slim"
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+    manager = checkpointing.make_manager(tf.train.Checkpoint(model=model, step=step), workdir, 1)
+    path = checkpointing.save(manager, 0)
+    checkpointing.write_config(config, workdir)
+    skipped = {}
+    for reason in report.skipped.values():
+        skipped[reason] = skipped.get(reason, 0) + 1
+    return {
+        "source": checkpoint,
+        "kind": kind,
+        "checkpoint": path,
+        "assigned": len(report.assigned),
+        "skipped": skipped,
+    }
+
+
+def main(argv):
+    del argv
+    print(json.dumps(import_checkpoint(FLAGS.config, FLAGS.checkpoint, FLAGS.workdir)))
+
+
+def run():
+    define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

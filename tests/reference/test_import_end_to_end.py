@@ -1,0 +1,113 @@
+"""`ondevice-import` on a checkpoint the Object Detection API wrote, then eval and export on it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import reference_harness
+
+from ondevice_vision.eval.main import evaluate_checkpoint
+from ondevice_vision.export.exported_model import load_exported_model
+from ondevice_vision.export.main import export, label_map_and_palette, load_trained_model
+
+CONFIG = "ondevice_vision/configs/ssdlite_mobilenet_v3_small_320_coco.py"
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _config(eval_dir=None):
+    from ondevice_vision.configs import ssdlite_mobilenet_v3_small_320_coco
+
+    # The COCO recipe itself (90 category-id slots) on a two-image COCO folder.
+    config = ssdlite_mobilenet_v3_small_320_coco.get_config()
+    config.data.source = "coco_folder"
+    config.data.eval_dir = eval_dir
+    config.eval.batch_size = 2
+    config.eval.num_visualizations = 0
+    return config
+
+
+def _coco_folder(directory, images):
+    from PIL import Image
+
+    os.makedirs(directory)
+    entries = []
+    for i, image in enumerate(images):
+        Image.fromarray(image.astype(np.uint8)).save(os.path.join(directory, f"{i}.png"))
+        entries.append({"id": i + 1, "file_name": f"{i}.png", "width": 320, "height": 320})
+    annotations = [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [30, 40, 100, 120], "iscrowd": 0},
+        {"id": 2, "image_id": 2, "category_id": 90, "bbox": [150, 60, 90, 200], "iscrowd": 0},
+    ]
+    categories = [{"id": 1, "name": "person"}, {"id": 90, "name": "toothbrush"}]
+    with open(os.path.join(directory, "annotations.json"), "w") as f:
+        json.dump({"images": entries, "annotations": annotations, "categories": categories}, f)
+    return directory
+
+
+@pytest.mark.slow
+def test_import_then_eval_and_export(reference_dir, tmp_path):
+    workdir = str(tmp_path / "imported")
+    images = np.load(f"{reference_dir}/inputs.npz")["detection_images"]
+    eval_dir = _coco_folder(str(tmp_path / "coco"), images[:2])
+    source = f"{reference_dir}/ssdlite_v3_small/model.ckpt"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ondevice_vision.importers",
+            f"--config={CONFIG}",
+            f"--checkpoint={source}",
+            f"--workdir={workdir}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["kind"] == "od_api" and report["assigned"] == 350
+    assert os.path.exists(os.path.join(workdir, "config.json"))
+
+    config = _config(eval_dir)
+    # What the importer wrote is the reference's network: same outputs on the same images.
+    model, path = load_trained_model(config, workdir, None)
+    reference = reference_harness.load(reference_dir, "ssdlite_v3_small")
+    np.testing.assert_allclose(
+        model(images, training=False)["class_outputs"].numpy(),
+        reference["class_predictions"],
+        atol=1e-4,
+    )
+
+    metrics = evaluate_checkpoint(config, workdir)
+    assert metrics["checkpoint"] == path and np.isfinite(metrics["AP"])
+
+    label_map, _ = label_map_and_palette(config)
+    export_dir = export(config, model, label_map, str(tmp_path / "export"), input_size=(128, 128))
+    exported = load_exported_model(export_dir)
+    outputs = exported.predict(images[:1, :128, :128].astype(np.uint8))
+    assert outputs["detection_boxes"].shape[-1] == 4
+
+
+def test_import_refuses_a_workdir_with_a_checkpoint(reference_dir, tmp_path):
+    from ondevice_vision.importers.main import import_checkpoint
+
+    source = f"{reference_dir}/ssdlite_v3_small/model.ckpt"
+    import_checkpoint(_config(), source, str(tmp_path))
+    with pytest.raises(FileExistsError, match="already holds a checkpoint"):
+        import_checkpoint(_config(), source, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="model.ckpt"):
+        import_checkpoint(_config(), str(tmp_path / "nothing"), str(tmp_path / "new"))
+
+
+def test_od_api_checkpoint_into_a_model_of_other_classes(reference_dir, tmp_path):
+    from ondevice_vision.backbones.slim_checkpoint import CheckpointMismatchError
+    from ondevice_vision.importers.main import import_checkpoint
+
+    config = _config()
+    config.model.num_classes = 4
+    with pytest.raises(CheckpointMismatchError, match=r"ClassPredictor/weights.*\(12 in all\)"):
+        import_checkpoint(config, f"{reference_dir}/ssdlite_v3_small/model.ckpt", str(tmp_path))
