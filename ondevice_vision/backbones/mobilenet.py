@@ -50,13 +50,28 @@ class SlimHardSigmoid(layers.Layer):
 class _GraphBuilder:
     """Builds the layer graph while tracking stride/dilation and recording endpoints."""
 
-    def __init__(self, spec: Spec, bn_momentum: float, output_stride: int):
+    def __init__(self, spec: Spec, bn_momentum: float, output_stride: int, init_stddev=None):
         self.spec = spec
+        # None: Keras' defaults (Glorot uniform); a number: the OD API's feature-extractor
+        # initialiser, truncated_normal(stddev), for every conv including depthwise and SE.
+        self.init_stddev = init_stddev
         self.bn_momentum = bn_momentum
         self.output_stride = output_stride
         self.current_stride = 1
         self.rate = 1
         self.endpoints = {}
+
+    def init(self):
+        if self.init_stddev is None:
+            return {}
+        return {"kernel_initializer": keras.initializers.TruncatedNormal(stddev=self.init_stddev)}
+
+    def depthwise_init(self):
+        if self.init_stddev is None:
+            return {}
+        return {
+            "depthwise_initializer": keras.initializers.TruncatedNormal(stddev=self.init_stddev)
+        }
 
     def bn(self, x, name):
         return layers.BatchNormalization(
@@ -77,6 +92,7 @@ class _GraphBuilder:
             padding="same",
             use_bias=False,
             name=name,
+            **self.init(),
         )(x)
         x = self.bn(x, name + "_bn")
         return self.act(x, act, name + "_act") if act else x
@@ -94,9 +110,13 @@ class _GraphBuilder:
     def squeeze_excite(self, x, filters, prefix):
         squeeze = make_divisible(filters * 0.25)
         s = layers.GlobalAveragePooling2D(keepdims=True, name=prefix + "squeeze_excite_avg_pool")(x)
-        s = layers.Conv2D(squeeze, 1, padding="same", name=prefix + "squeeze_excite_conv")(s)
+        s = layers.Conv2D(
+            squeeze, 1, padding="same", name=prefix + "squeeze_excite_conv", **self.init()
+        )(s)
         s = layers.ReLU(name=prefix + "squeeze_excite_relu")(s)
-        s = layers.Conv2D(filters, 1, padding="same", name=prefix + "squeeze_excite_conv_1")(s)
+        s = layers.Conv2D(
+            filters, 1, padding="same", name=prefix + "squeeze_excite_conv_1", **self.init()
+        )(s)
         s = SlimHardSigmoid(name=prefix + "squeeze_excite_gate")(s)
         return layers.Multiply(name=prefix + "squeeze_excite_mul")([x, s])
 
@@ -118,7 +138,9 @@ class _GraphBuilder:
         else:
             # The release omits the expand conv only in the very first block, whose expansion is 1.
             if index > 0 or in_ch != exp:
-                x = layers.Conv2D(exp, 1, padding="same", use_bias=False, name=prefix + "expand")(x)
+                x = layers.Conv2D(
+                    exp, 1, padding="same", use_bias=False, name=prefix + "expand", **self.init()
+                )(x)
                 x = self.bn(x, prefix + "expand_bn")
                 x = self.act(x, block.act, prefix + "expand_act")
             taps["expansion"] = x
@@ -129,13 +151,16 @@ class _GraphBuilder:
                 padding="same",
                 use_bias=False,
                 name=prefix + "depthwise",
+                **self.depthwise_init(),
             )(x)
             x = self.bn(x, prefix + "depthwise_bn")
             x = self.act(x, block.act, prefix + "depthwise_act")
             taps["depthwise"] = x
             if block.se:
                 x = self.squeeze_excite(x, exp, prefix)
-        x = layers.Conv2D(out, 1, padding="same", use_bias=False, name=prefix + "project")(x)
+        x = layers.Conv2D(
+            out, 1, padding="same", use_bias=False, name=prefix + "project", **self.init()
+        )(x)
         x = self.bn(x, prefix + "project_bn")
         if block.residual and stride == 1 and in_ch == out:
             x = layers.Add(name=prefix + "add")([shortcut, x])
@@ -157,6 +182,7 @@ def build_backbone_graph(
     output_stride: int = 32,
     dropout_rate: float = 0.2,
     bn_momentum: float = 0.99,
+    init_stddev: float | None = None,
 ):
     """Returns a dict of named tensors (the endpoints, plus `logits` with `include_top`)."""
     spec = specs_lib.get_spec(backbone)
@@ -165,7 +191,7 @@ def build_backbone_graph(
         raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
     halved = spec.detection_tail if reduced_tail else ()
     halved_expansion = spec.segmentation_expansion_block if reduced_tail == "segmentation" else None
-    g = _GraphBuilder(spec, bn_momentum, output_stride)
+    g = _GraphBuilder(spec, bn_momentum, output_stride, init_stddev)
 
     def depth(channels):
         return make_divisible(channels * depth_multiplier)
@@ -236,6 +262,7 @@ class Backbone(keras.Model):
         output_stride: int = 32,
         dropout_rate: float = 0.2,
         bn_momentum: float = 0.99,
+        init_stddev: float | None = None,
         endpoints=None,
         input_shape=(None, None, 3),
         **kwargs,
@@ -251,6 +278,7 @@ class Backbone(keras.Model):
             output_stride=output_stride,
             dropout_rate=dropout_rate,
             bn_momentum=bn_momentum,
+            init_stddev=init_stddev,
         )
         if endpoints is not None:
             unknown = set(endpoints) - set(outputs)
@@ -267,6 +295,7 @@ class Backbone(keras.Model):
         self.output_stride = output_stride
         self.dropout_rate = dropout_rate
         self.bn_momentum = bn_momentum
+        self.init_stddev = init_stddev
         self.endpoint_names = None if endpoints is None else list(endpoints)
         self.image_shape = tuple(input_shape)
 
@@ -282,6 +311,7 @@ class Backbone(keras.Model):
             "output_stride": self.output_stride,
             "dropout_rate": self.dropout_rate,
             "bn_momentum": self.bn_momentum,
+            "init_stddev": self.init_stddev,
             "endpoints": self.endpoint_names,
             "input_shape": list(self.image_shape),
         }

@@ -25,7 +25,10 @@ def detection_config(backbone: str) -> ml_collections.ConfigDict:
             "num_classes": 90,
             "extra_depths": (512, 256, 256, 128),
             "class_bias_init": -4.6,
+            # Box predictor: random_normal(init_stddev). Backbone and extra layers:
+            # truncated_normal(feature_init_stddev), or Keras' defaults with None.
             "init_stddev": 0.03,
+            "feature_init_stddev": config_dict.placeholder(float),
             "head_bn_momentum": 0.97,
             "backbone_bn_momentum": 0.97,
             "anchors": {
@@ -107,6 +110,9 @@ def coco_config(backbone: str, arg: str | None) -> ml_collections.ConfigDict:
     config.data.source = "tfds"
     config.data.class_index = "category_id"
     config.model.matcher.crowd_matches = "positive"
+    # The zoo configs' override_base_feature_extractor_hyperparams with
+    # truncated_normal_initializer { stddev: 0.03 }: from-scratch runs start where theirs did.
+    config.model.feature_init_stddev = 0.03
     config.data.tfds_name = "coco/2017"
     config.data.train_split = "train"
     config.data.eval_split = "validation"

@@ -31,10 +31,15 @@ def _jsonable(options: dict) -> dict:
 
 
 class _HeadBuilder:
-    def __init__(self, bn_momentum, bn_epsilon, init_stddev):
+    def __init__(self, bn_momentum, bn_epsilon, init_stddev, feature_init_stddev=None):
         self.bn_momentum = bn_momentum
         self.bn_epsilon = bn_epsilon
-        self.init = lambda: keras.initializers.RandomNormal(stddev=init_stddev)
+        self.predictor_init = lambda: keras.initializers.RandomNormal(stddev=init_stddev)
+        if feature_init_stddev is None:
+            self.init = self.predictor_init
+        else:
+            # The OD API initialises the extra layers as the feature extractor they belong to.
+            self.init = lambda: keras.initializers.TruncatedNormal(stddev=feature_init_stddev)
 
     def bn_relu6(self, x, name):
         x = layers.BatchNormalization(
@@ -46,13 +51,13 @@ class _HeadBuilder:
         x = layers.Conv2D(filters, 1, use_bias=False, kernel_initializer=self.init(), name=name)(x)
         return self.bn_relu6(x, name)
 
-    def depthwise(self, x, stride, name):
+    def depthwise(self, x, stride, name, initializer=None):
         x = layers.DepthwiseConv2D(
             3,
             strides=stride,
             padding="same",
             use_bias=False,
-            depthwise_initializer=self.init(),
+            depthwise_initializer=initializer or self.init(),
             name=name,
         )(x)
         return self.bn_relu6(x, name)
@@ -64,11 +69,11 @@ class _HeadBuilder:
         return self.conv1x1(x, depth, name + "_1x1")
 
     def predictor(self, x, outputs_per_anchor, num_anchors, name, bias_init=0.0):
-        x = self.depthwise(x, 1, name + "_depthwise")
+        x = self.depthwise(x, 1, name + "_depthwise", self.predictor_init())
         x = layers.Conv2D(
             num_anchors * outputs_per_anchor,
             1,
-            kernel_initializer=self.init(),
+            kernel_initializer=self.predictor_init(),
             bias_initializer=keras.initializers.Constant(bias_init),
             name=name + "_conv",
         )(x)
@@ -89,6 +94,7 @@ class SSDLiteDetector(keras.Model):
         anchors_per_location=(3, 6, 6, 6, 6, 6),
         class_bias_init: float = -4.6,
         init_stddev: float = 0.03,
+        feature_init_stddev: float | None = None,
         head_bn_momentum: float = 0.97,
         backbone_bn_momentum: float = 0.97,
         bn_epsilon: float = 1e-3,
@@ -109,13 +115,14 @@ class SSDLiteDetector(keras.Model):
             depth_multiplier=depth_multiplier,
             reduced_tail=reduced_tail,
             bn_momentum=backbone_bn_momentum,
+            init_stddev=feature_init_stddev,
             endpoints=("ssd_c4", "ssd_c5"),
             input_shape=input_shape,
             name="backbone",
         )
         inputs = keras.Input(shape=tuple(input_shape), name="image")
         taps = net(inputs)
-        h = _HeadBuilder(head_bn_momentum, bn_epsilon, init_stddev)
+        h = _HeadBuilder(head_bn_momentum, bn_epsilon, init_stddev, feature_init_stddev)
         features = [taps["ssd_c4"], taps["ssd_c5"]]
         for index, depth in enumerate(extra_depths):
             features.append(h.extra_layer(features[-1], depth, index + 2))
@@ -144,6 +151,7 @@ class SSDLiteDetector(keras.Model):
         self.anchors_per_location = anchors_per_location
         self.class_bias_init = class_bias_init
         self.init_stddev = init_stddev
+        self.feature_init_stddev = feature_init_stddev
         self.head_bn_momentum = head_bn_momentum
         self.backbone_bn_momentum = backbone_bn_momentum
         self.bn_epsilon = bn_epsilon
@@ -189,6 +197,7 @@ class SSDLiteDetector(keras.Model):
             "anchors_per_location": list(self.anchors_per_location),
             "class_bias_init": self.class_bias_init,
             "init_stddev": self.init_stddev,
+            "feature_init_stddev": self.feature_init_stddev,
             "head_bn_momentum": self.head_bn_momentum,
             "backbone_bn_momentum": self.backbone_bn_momentum,
             "bn_epsilon": self.bn_epsilon,
@@ -220,6 +229,7 @@ def build_detector(model_config) -> SSDLiteDetector:
         anchors_per_location=per_location,
         class_bias_init=model_config.class_bias_init,
         init_stddev=model_config.init_stddev,
+        feature_init_stddev=model_config.get("feature_init_stddev"),
         head_bn_momentum=model_config.head_bn_momentum,
         backbone_bn_momentum=model_config.backbone_bn_momentum,
         anchor_options=anchor_options,
