@@ -23,7 +23,7 @@ LAYERS = [
     ["data"],
     ["heads", "lr_aspp"],
     ["tasks"],
-    ["export"],
+    ["export", "importers"],
     ["eval"],
     ["train"],
     ["info", "predict"],

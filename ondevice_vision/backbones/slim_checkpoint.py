@@ -104,7 +104,7 @@ def _backbone_layer_scope(layer_name: str) -> str | None:
 
 def backbone_variable_names(backbone, prefix: str = "") -> dict[str, keras.Variable]:
     """{slim checkpoint name: our variable} for every variable of a Backbone."""
-    scope = prefix + slim_scope(backbone.model_name)
+    scope = prefix + slim_scope(backbone.backbone_name)
     names = {}
     for layer in backbone.layers:
         if not layer.weights:
@@ -188,7 +188,7 @@ def load_slim_checkpoint(backbone, path: str) -> ImportReport:
     include_top=True must be built with num_classes=1001 to take them.
     """
     variables = backbone_variable_names(backbone)
-    scope = slim_scope(backbone.model_name)
+    scope = slim_scope(backbone.backbone_name)
     ours = {name.rsplit("/", 1)[0] for name in variables}
 
     def beyond_the_model(name):

@@ -30,17 +30,17 @@ def import_checkpoint(config, checkpoint: str, workdir: str) -> dict:
     """Library entry point of the CLI; returns the JSON-able report."""
     import tensorflow as tf
 
+    from ondevice_vision import checkpoints, tasks
     from ondevice_vision.backbones import slim_checkpoint
     from ondevice_vision.importers import od_api
-    from ondevice_vision.train import checkpointing, tasks
 
     if not slim_checkpoint.is_tf1_checkpoint(checkpoint):
         raise FileNotFoundError(
             f"{checkpoint}.index not found: pass the checkpoint prefix (e.g. DIR/model.ckpt)"
         )
-    if checkpointing.latest_checkpoint(workdir):
+    if checkpoints.latest_checkpoint(workdir):
         raise FileExistsError(
-            f"{checkpointing.checkpoint_dir(workdir)} already holds a checkpoint; import into a "
+            f"{checkpoints.checkpoint_dir(workdir)} already holds a checkpoint; import into a "
             "new --workdir"
         )
     model = tasks.get_task(config).build_model(config)
@@ -53,12 +53,12 @@ def import_checkpoint(config, checkpoint: str, workdir: str) -> dict:
         report = od_api.load_od_api_checkpoint(model, checkpoint)
         kind = "od_api"
     else:
-        report = slim_checkpoint.load_slim_checkpoint(model.get_layer("backbone"), checkpoint)
+        report = slim_checkpoint.load_slim_checkpoint(model.backbone, checkpoint)
         kind = "slim"
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-    manager = checkpointing.make_manager(tf.train.Checkpoint(model=model, step=step), workdir, 1)
-    path = checkpointing.save(manager, 0)
-    checkpointing.write_config(config, workdir)
+    manager = checkpoints.make_manager(tf.train.Checkpoint(model=model, step=step), workdir, 1)
+    path = checkpoints.save(manager, 0)
+    checkpoints.write_config(config, workdir)
     skipped = {}
     for reason in report.skipped.values():
         skipped[reason] = skipped.get(reason, 0) + 1
@@ -73,6 +73,9 @@ def import_checkpoint(config, checkpoint: str, workdir: str) -> dict:
 
 def main(argv):
     del argv
+    from ondevice_vision.configs.checks import check_config
+
+    check_config(FLAGS.config)
     print(json.dumps(import_checkpoint(FLAGS.config, FLAGS.checkpoint, FLAGS.workdir)))
 
 

@@ -26,11 +26,11 @@ _PREDICTOR = re.compile(r"^(box|class)_predictor_(\d+)_(depthwise|conv)(_bn)?$")
 def detector_variable_names(detector) -> dict:
     """{Object Detection API checkpoint name: our variable} for every variable of the detector."""
     backbone = detector.backbone
-    scope = f"FeatureExtractor/{slim_checkpoint.slim_scope(backbone.model_name)}"
+    scope = f"FeatureExtractor/{slim_checkpoint.slim_scope(backbone.backbone_name)}"
     names = slim_checkpoint.backbone_variable_names(backbone, prefix="FeatureExtractor/")
     # Slim numbers its layers from 1 with the stem conv first, so block i is layer i + 2; the
     # extra layers are named after the layer of the second tap (a block or the head conv).
-    spec = specs_lib.get_spec(backbone.model_name)
+    spec = specs_lib.get_spec(backbone.backbone_name)
     c5 = len(spec.blocks) if spec.ssd_c5_block is None else spec.ssd_c5_block
     base = f"layer_{c5 + 2}"
     layers = {layer.name: layer for layer in detector.layers}

@@ -1,7 +1,11 @@
 import os
+import sys
 
 import pytest
-import reference_harness
+
+# The harness modules sit next to the tests (pytest runs with --import-mode=importlib).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reference_harness  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import pytest
 import reference_harness
 import tensorflow as tf
 
-from ondevice_vision.heads import losses, postprocess, ssdlite, target_assigner
+from ondevice_vision.heads import losses, ssdlite, target_assigner
 from ondevice_vision.importers import od_api
 
 CONFIGS = {
@@ -52,13 +52,15 @@ def test_reference_is_the_published_recipe(reference_dir):
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_anchors_equal(reference_dir, name):
     reference = reference_harness.load(reference_dir, name)["anchors"]
-    ours = ssdlite.anchor_boxes(config_of(name).model, (320, 320))
+    model, _ = _imported(reference_dir, name)
+    ours = model.anchors((320, 320))
     np.testing.assert_allclose(ours, reference, atol=1e-6, rtol=0)
 
 
 def test_anchors_equal_non_square(reference_dir):
     reference = reference_harness.load(reference_dir, "anchors_256x384")["anchors"]
-    ours = ssdlite.anchor_boxes(config_of("ssdlite_v3_large").model, (256, 384))
+    model, _ = _imported(reference_dir, "ssdlite_v3_large")
+    ours = model.anchors((256, 384))
     assert ours.shape == reference.shape
     np.testing.assert_allclose(ours, reference, atol=1e-6, rtol=0)
 
@@ -92,17 +94,8 @@ def test_box_encodings_and_class_logits_equal(reference_dir, name):
 def test_postprocessed_detections_equal(reference_dir, name):
     reference = reference_harness.load(reference_dir, name)
     ours = _outputs(reference_dir, name)
-    m = config_of(name).model
-    detections = postprocess.postprocess(
-        ours["box_outputs"],
-        ours["class_outputs"],
-        ssdlite.anchor_boxes(m, (320, 320)),
-        score_threshold=m.score_threshold,
-        iou_threshold=m.iou_threshold,
-        max_detections_per_class=m.max_detections_per_class,
-        max_total_detections=m.max_detections,
-        scale_factors=tuple(m.box_scale_factors),
-    )
+    model, _ = _imported(reference_dir, name)
+    detections = model.detect(ours, (320, 320))
     np.testing.assert_array_equal(detections["num_detections"], reference["num_detections"])
     np.testing.assert_array_equal(
         detections["detection_classes"], reference["detection_classes"].astype(np.int32)
@@ -122,7 +115,7 @@ def test_training_loss_equal(reference_dir, name):
     data = np.load(f"{reference_dir}/inputs.npz")
     m = config_of(name).model
     ours = _outputs(reference_dir, name)
-    anchors = ssdlite.anchor_boxes(m, (320, 320))
+    anchors = _imported(reference_dir, name)[0].anchors((320, 320))
     per_image = []
     for i, count in enumerate(data["gt_counts"]):
         per_image.append(
@@ -132,11 +125,11 @@ def test_training_loss_equal(reference_dir, name):
                 data["gt_is_crowd"][i, :count],
                 anchors,
                 num_classes=m.num_classes,
-                matched_threshold=m.matched_threshold,
-                unmatched_threshold=m.unmatched_threshold,
-                force_match_for_each_row=m.force_match,
-                scale_factors=tuple(m.box_scale_factors),
-                crowd_matches=m.crowd_matches,
+                matched_threshold=m.matcher.matched_threshold,
+                unmatched_threshold=m.matcher.unmatched_threshold,
+                force_match_for_each_row=m.matcher.force_match,
+                scale_factors=tuple(m.anchors.box_scale_factors),
+                crowd_matches=m.matcher.crowd_matches,
             )
         )
     targets = {k: tf.stack([t[k] for t in per_image]) for k in per_image[0]}
@@ -145,19 +138,18 @@ def test_training_loss_equal(reference_dir, name):
         ours["class_outputs"],
         targets,
         num_classes=m.num_classes,
-        alpha=m.focal_alpha,
-        gamma=m.focal_gamma,
-        delta=m.huber_delta,
-        cls_weight=m.cls_weight,
-        box_weight=m.box_weight,
-        encode_background_as_zeros=m.encode_background_as_zeros,
-        normalize_box_loss_by_codesize=m.normalize_box_loss_by_codesize,
+        alpha=m.loss.focal_alpha,
+        gamma=m.loss.focal_gamma,
+        delta=m.loss.huber_delta,
+        cls_weight=m.loss.cls_weight,
+        box_weight=m.loss.box_weight,
+        encode_background_as_zeros=m.loss.encode_background_as_zeros,
+        normalize_box_loss_by_codesize=m.loss.normalize_box_loss_by_codesize,
     )
-    # The OD API normalises the batch's sums by the batch's matches (as our training loop does).
-    per_image_norm = np.maximum(targets["num_positives"].numpy(), 1.0)
+    # The OD API normalises the batch's sums by the batch's matches (as our trainer does).
     normaliser = max(targets["num_positives"].numpy().sum(), 1.0)
-    cls = (loss["cls_loss"].numpy() * per_image_norm).sum() / normaliser
-    box = (loss["box_loss"].numpy() * per_image_norm).sum() / normaliser
+    cls = loss["cls_loss"].numpy().sum() / normaliser
+    box = loss["box_loss"].numpy().sum() / normaliser
     assert reference["classification_loss"] > 0 and reference["localization_loss"] > 0
     np.testing.assert_allclose(cls, reference["classification_loss"], rtol=1e-4)
     np.testing.assert_allclose(box, reference["localization_loss"], rtol=1e-4)
@@ -166,8 +158,7 @@ def test_training_loss_equal(reference_dir, name):
 def test_crowd_box_matters_in_the_loss_batch(reference_dir):
     """The batch really tests crowd handling: ignoring crowd matches changes the targets."""
     data = np.load(f"{reference_dir}/inputs.npz")
-    m = config_of("ssdlite_v3_large").model
-    anchors = ssdlite.anchor_boxes(m, (320, 320))
+    anchors = _imported(reference_dir, "ssdlite_v3_large")[0].anchors((320, 320))
     count = data["gt_counts"][0]
     args = (data["gt_boxes"][0, :count], data["gt_classes"][0, :count])
     crowd = data["gt_is_crowd"][0, :count]
