@@ -1,6 +1,7 @@
 """Runs the TF Object Detection API and slim (TF1 graph mode) and writes what the tests compare.
 
-Test-only; run as its own process (`python od_api_reference.py OUT_DIR`, see harness.py), never
+Test-only; run as its own process (`python od_api_reference.py OUT_DIR GROUP`, see
+reference_harness.py), never
 imported by the test process or the product. For every detection config and slim classifier it
 builds the reference model, draws random weights and batch-norm statistics (so nothing is
 trivially zero or one), runs it on the inputs in OUT_DIR/inputs.npz and writes
@@ -81,7 +82,7 @@ def load_model_config(file_name, height=None, width=None):
 def randomise(sess, rng):
     """Weights at unit gain (so activations neither vanish nor explode through the depth) and
     batch-norm parameters and statistics away from their 0 / 1 initial values."""
-    feed = {}
+    feed, initializers = {}, []
     for var in tf.compat.v1.global_variables():
         shape = var.shape.as_list()
         leaf = var.op.name.rsplit("/", 1)[-1]
@@ -96,7 +97,8 @@ def randomise(sess, rng):
             continue
         # Feeding the initial value of each variable's initializer: one session run for all.
         feed[var.initializer.inputs[1]] = value.astype(np.float32)
-    sess.run([t.op.outputs[0].consumers()[0] for t in feed], feed)
+        initializers.append(var.initializer)
+    sess.run(initializers, feed)
 
 
 def one_hot(classes, depth):
@@ -105,8 +107,11 @@ def one_hot(classes, depth):
     return out
 
 
-def _log(message, start=[time.time()]):  # noqa: B006
-    print(f"[reference {time.time() - start[0]:6.1f}s] {message}", flush=True)
+_START = time.time()
+
+
+def _log(message):
+    print(f"[reference {time.time() - _START:6.1f}s] {message}", flush=True)
 
 
 def run_detection(name, file_name, inputs, out_dir, rng):
@@ -127,12 +132,12 @@ def run_detection(name, file_name, inputs, out_dir, rng):
             crowd.append(tf.constant(inputs["gt_is_crowd"][i, :n]))
         model.provide_groundtruth(boxes, classes, groundtruth_is_crowd_list=crowd)
         losses = model.loss(predictions, true_shapes)
-        extra = []
         if name == "ssdlite_v3_large":
-            # A real training checkpoint's extras: the global step and momentum slots.
-            step = tf.compat.v1.train.get_or_create_global_step()
-            total = tf.add_n(list(losses.values()))
-            extra.append(tf.compat.v1.train.MomentumOptimizer(0.1, 0.9).minimize(total, step))
+            # A real training checkpoint's extras: the global step and momentum slots (created
+            # as minimize() would, without the cost of building the gradients).
+            tf.compat.v1.train.get_or_create_global_step()
+            optimizer = tf.compat.v1.train.MomentumOptimizer(0.1, 0.9)
+            optimizer._create_slots(tf.compat.v1.trainable_variables())
         if name == "ssdlite_edgetpu":
             for var_name in FAKE_QUANT_VARIABLES:
                 tf.compat.v1.get_variable(var_name, shape=[], initializer=tf.zeros_initializer())
@@ -207,29 +212,30 @@ def run_classifier(name, builder, multiplier, images, out_dir, rng):
     np.savez(os.path.join(out_dir, name, "outputs.npz"), **values)
 
 
-def main(out_dir, only=None):
+def main(out_dir, group):
+    """`group`: "detection" (the three SSDLite configs and the non-square anchors) or
+    "classifiers" (the eight slim networks); the harness runs both at once."""
     start = time.time()
     inputs = dict(np.load(os.path.join(out_dir, "inputs.npz")))
     timings = {}
-    for index, (name, file_name) in enumerate(DETECTION.items()):
-        if only and name not in only:
-            continue
-        t = time.time()
-        run_detection(name, file_name, inputs, out_dir, np.random.default_rng(index))
-        timings[name] = time.time() - t
-    if not only or "anchors_256x384" in only:
+    if group == "detection":
+        for index, (name, file_name) in enumerate(DETECTION.items()):
+            t = time.time()
+            run_detection(name, file_name, inputs, out_dir, np.random.default_rng(index))
+            timings[name] = time.time() - t
         run_anchors_only("anchors_256x384", DETECTION["ssdlite_v3_large"], 256, 384, out_dir)
-    for index, (name, (builder, multiplier)) in enumerate(CLASSIFIERS.items()):
-        if only and name not in only:
-            continue
-        t = time.time()
-        rng = np.random.default_rng(100 + index)
-        run_classifier(name, builder, multiplier, inputs["classifier_images"], out_dir, rng)
-        timings[name] = time.time() - t
+    elif group == "classifiers":
+        for index, (name, (builder, multiplier)) in enumerate(CLASSIFIERS.items()):
+            t = time.time()
+            rng = np.random.default_rng(100 + index)
+            run_classifier(name, builder, multiplier, inputs["classifier_images"], out_dir, rng)
+            timings[name] = time.time() - t
+    else:
+        raise SystemExit(f"unknown group {group!r}: detection or classifiers")
     timings["total"] = time.time() - start
-    with open(os.path.join(out_dir, "timings.json"), "w") as f:
+    with open(os.path.join(out_dir, f"timings_{group}.json"), "w") as f:
         json.dump(timings, f, indent=1)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2:] or None)
+    main(sys.argv[1], sys.argv[2])

@@ -1,4 +1,4 @@
-"""Runs od_api_reference.py once per test session, in a process of its own, and caches its output.
+"""Runs od_api_reference.py once per test session, in processes of its own, and keeps the output.
 
 The reference packages (the TF1 Object Detection API and slim) live in REFERENCE_PATH, a folder
 `make test` fills (Makefile: REFERENCE_PACKAGES) and that only the subprocess puts on its path.
@@ -41,17 +41,35 @@ def _run(directory):
         )
     np.savez(os.path.join(directory, "inputs.npz"), **reference_inputs.make_inputs())
     env = dict(os.environ, PYTHONPATH=REFERENCE_PATH, TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run(
-        [sys.executable, os.path.join(HERE, "od_api_reference.py"), directory],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"the reference subprocess failed ({result.returncode}):\n{result.stderr[-6000:]}"
+    # Two processes at once: the other pytest-xdist worker waits on the lock meanwhile, so its
+    # core would otherwise idle.
+    script = os.path.join(HERE, "od_api_reference.py")
+    runs = {}
+    for group in ("detection", "classifiers"):
+        log = open(os.path.join(directory, f"log_{group}.txt"), "w+")  # noqa: SIM115
+        runs[group] = (
+            subprocess.Popen(
+                [sys.executable, script, directory, group],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+            ),
+            log,
         )
+    failures = []
+    for group, (process, log) in runs.items():
+        try:
+            returncode = process.wait(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            returncode = "timeout"
+        log.seek(0)
+        if returncode != 0:
+            failures.append(f"{group} ({returncode}):\n{log.read()[-6000:]}")
+        log.close()
+    if failures:
+        raise RuntimeError("the reference subprocess failed: " + "\n".join(failures))
 
 
 def load(directory: str, name: str) -> dict:
