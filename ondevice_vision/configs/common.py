@@ -41,6 +41,15 @@ def train_config() -> ml_collections.ConfigDict:
             "checkpoint_data_iterator": True,
             "seed": 0,
             "init_checkpoint": config_dict.placeholder(str),
+            # What init_checkpoint restores (ondevice_vision/train/init_from_checkpoint.py):
+            # "all_but_class_layers" (alias "detection"): everything but the class-dependent
+            # layers, which are re-initialised; "backbone" (alias "classification"): the feature
+            # extractor only; "strict": every model variable, with equal shapes.
+            "init_checkpoint_mode": "all_but_class_layers",
+            # Before every evaluation and the final checkpoint, re-estimate the batch-norm moving
+            # statistics as the mean over this many training batches (0: keep the moving
+            # averages). docs/fine_tuning.md says why.
+            "bn_recalibration_steps": 50,
             # "" none, "auto" the official keras.applications file, or a path to one.
             "imagenet_weights": "",
         }
@@ -83,6 +92,9 @@ def shrink_for_smoke(config: ml_collections.ConfigDict) -> ml_collections.Config
     config.train.log_every_steps = 2
     config.train.shuffle_buffer = 8
     config.train.imagenet_weights = ""
+    # Smoke runs prove the plumbing; the re-estimation pass would only add tracing time
+    # (tests/test_bn_recalibration.py covers it).
+    config.train.bn_recalibration_steps = 0
     config.eval.batch_size = 2
     config.eval.max_images = 4
     config.eval.num_visualizations = 2

@@ -26,6 +26,8 @@ from absl import logging
 from ondevice_vision import checkpoints, tasks
 from ondevice_vision.configs.checks import check_config
 from ondevice_vision.progress import Progress
+from ondevice_vision.train.bn_recalibration import BatchNormRecalibration
+from ondevice_vision.train.init_from_checkpoint import initialise_from_checkpoint
 from ondevice_vision.train.optimizer import build_optimizer, build_schedule
 from ondevice_vision.train.preemption import Preemption, run_interruptible
 from ondevice_vision.train.strategy import worker_info
@@ -140,6 +142,7 @@ class Trainer:
         # Set by the signal handler, read by the compiled loop before every step.
         self._stop_requested = tf.Variable(False, trainable=False, name="stop_requested")
         self._data_seed_offset = 0
+        self._bn_recalibration = None
 
     # ---------------------------------------------------------------- data
     def _build_train_dataset(self, batch_size, input_context):
@@ -277,11 +280,8 @@ class Trainer:
     def _initialise_weights(self):
         tc = self.config.train
         if tc.get("init_checkpoint"):
-            path = tc.init_checkpoint
-            if tf.io.gfile.isdir(path):
-                path = tf.train.latest_checkpoint(path) or path
-            logging.info("Initialising the model from %s", path)
-            checkpoints.restore_weights(self.model, path)
+            mode = tc.get("init_checkpoint_mode") or "strict"
+            initialise_from_checkpoint(self.model, tc.init_checkpoint, mode, self.config.task)
         if tc.get("imagenet_weights"):
             from ondevice_vision.backbones import load_imagenet_weights
 
@@ -289,6 +289,25 @@ class Trainer:
             # Both task models expose their nested Backbone as `.backbone`.
             used = load_imagenet_weights(self.model.backbone, path)
             logging.info("Backbone initialised from ImageNet weights %s", used)
+
+    def make_checkpoint(self) -> tf.train.Checkpoint:
+        """What a checkpoint holds (the data iterator is attached when there is one)."""
+        # The inner optimizer, not the loss-scale wrapper: checkpoints then stay compatible when
+        # train.nan_policy or --mixed_precision change between restarts (the dynamic loss scale
+        # is not saved; it re-adapts within a few steps).
+        optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
+        return tf.train.Checkpoint(model=self.model, optimizer=optimizer, step=self.step)
+
+    def recalibrate_batch_norm(self) -> None:
+        """Moving BN statistics from `train.bn_recalibration_steps` fresh training batches."""
+        steps = int(self.config.train.get("bn_recalibration_steps") or 0)
+        if steps <= 0:
+            return
+        if self._bn_recalibration is None:
+            self._bn_recalibration = BatchNormRecalibration(
+                self.model, self.strategy, self.input.next_batch
+            )
+        self._bn_recalibration.run(self.input.make_iterator(), steps)
 
     def _restore(self, checkpoint):
         """Resumes from the run's latest checkpoint; returns the data iterator to train on."""
@@ -332,11 +351,7 @@ class Trainer:
 
     def _train(self, eval_fn):
         config, tc = self.config, self.config.train
-        # The inner optimizer, not the loss-scale wrapper: checkpoints then stay compatible when
-        # train.nan_policy or --mixed_precision change between restarts (the dynamic loss scale
-        # is not saved; it re-adapts within a few steps).
-        optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
-        checkpoint = tf.train.Checkpoint(model=self.model, optimizer=optimizer, step=self.step)
+        checkpoint = self.make_checkpoint()
         iterator = self._restore(checkpoint)
         manager = checkpoints.make_manager(
             checkpoint, self.workdir, tc.keep_checkpoints, self.is_chief, self.worker_index
@@ -410,6 +425,9 @@ class Trainer:
                         step,
                         skipped,
                     )
+                eval_now = bool(eval_fn and eval_every and step % eval_every == 0)
+                if step == tc.total_steps or eval_now:
+                    self.recalibrate_batch_norm()
                 scalars = {k: float(v.numpy()) for k, v in means.items()}
                 scalars["lr"] = float(self.schedule(step - 1))
                 scalars["grad_norm"] = float(status["grad_norm"])
