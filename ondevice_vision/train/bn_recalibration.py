@@ -43,10 +43,14 @@ class BatchNormRecalibration:
         self.model = model
         self.strategy = strategy
         self.layers = batch_norm_layers(model)
-        self.stats = [v for bn in self.layers for v in (bn.moving_mean, bn.moving_variance)]
         with strategy.scope():
+            # Per layer: the sums over batches of the batch mean and of the batch mean square.
             self.sums = [
-                tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False) for v in self.stats
+                (
+                    tf.Variable(tf.zeros(bn.moving_mean.shape), trainable=False),
+                    tf.Variable(tf.zeros(bn.moving_mean.shape), trainable=False),
+                )
+                for bn in self.layers
             ]
         self._forward = self._build_forward(next_batch)
 
@@ -57,8 +61,11 @@ class BatchNormRecalibration:
         def forward(iterator):
             images, _ = next_batch(iterator)
             strategy.run(lambda x: self.model(x, training=True), args=(images,))
-            for total, stat in zip(self.sums, self.stats, strict=True):
-                total.assign_add(tf.cast(stat.value, tf.float32))
+            for bn, (mean_sum, square_sum) in zip(self.layers, self.sums, strict=True):
+                mean = tf.cast(bn.moving_mean.value, tf.float32)
+                variance = tf.cast(bn.moving_variance.value, tf.float32)
+                mean_sum.assign_add(mean)
+                square_sum.assign_add(variance + tf.square(mean))
 
         return forward
 
@@ -72,12 +79,18 @@ class BatchNormRecalibration:
         for bn in self.layers:
             bn.momentum = 0.0
         try:
-            for total in self.sums:
-                total.assign(tf.zeros_like(total))
+            for mean_sum, square_sum in self.sums:
+                mean_sum.assign(tf.zeros_like(mean_sum))
+                square_sum.assign(tf.zeros_like(square_sum))
             for _ in range(steps):
                 self._forward(iterator)
-            for total, stat in zip(self.sums, self.stats, strict=True):
-                stat.assign(tf.cast(total / steps, stat.dtype))
+            for bn, (mean_sum, square_sum) in zip(self.layers, self.sums, strict=True):
+                mean = mean_sum / steps
+                # The variance over all N batches' activations, not the mean of the per-batch
+                # variances: with small batches (or 1x1 maps) the batch means scatter too.
+                variance = tf.maximum(square_sum / steps - tf.square(mean), 0.0)
+                bn.moving_mean.assign(tf.cast(mean, bn.moving_mean.dtype))
+                bn.moving_variance.assign(tf.cast(variance, bn.moving_variance.dtype))
         finally:
             for bn, momentum in zip(self.layers, momenta, strict=True):
                 bn.momentum = momentum

@@ -1,0 +1,143 @@
+"""BN statistics after a short run with the default recipes' momentum (0.997 segmentation, 0.97
+detection): inference mode must agree with batch statistics on the training images."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ondevice_vision.configs import (
+    lraspp_mobilenet_v3_small_cityscapes,
+    ssdlite_mobilenet_v3_small_320_coco,
+)
+from ondevice_vision.train import checkpointing, tasks
+from ondevice_vision.train.bn_recalibration import batch_norm_layers
+from ondevice_vision.train.init_from_checkpoint import initialise_from_checkpoint
+from ondevice_vision.train.loop import Trainer
+from ondevice_vision.train.strategy import create_strategy
+
+pytestmark = pytest.mark.slow
+
+
+def _short_run(config, workdir, steps, recalibration_steps):
+    """Trains `steps` steps; returns the trainer and the moving statistics as they were just
+    before the trainer re-estimated them (None when it did not)."""
+    config.train.total_steps = steps
+    config.train.checkpoint_every_steps = steps
+    config.train.log_every_steps = steps
+    config.train.warmup_steps = 5
+    config.train.bn_recalibration_steps = recalibration_steps
+    trainer = Trainer(config, str(workdir), create_strategy("one_device"))
+    recalibrate, before = trainer.recalibrate_batch_norm, []
+
+    def spy():
+        before.extend(v.numpy() for bn in batch_norm_layers(trainer.model) for v in _stats(bn))
+        recalibrate()
+
+    trainer.recalibrate_batch_norm = spy
+    trainer.train()
+    trainer.recalibrate_batch_norm = recalibrate
+    return trainer, before or None
+
+
+def _stats(bn):
+    return bn.moving_mean, bn.moving_variance
+
+
+def _batches(trainer, count):
+    iterator = trainer.input.make_iterator()
+    return [next(iterator) for _ in range(count)]
+
+
+def _predict_both_ways(model, images):
+    """(inference-mode outputs, batch-statistics outputs), leaving the moving statistics as
+    they were (momentum 1 keeps them)."""
+    inference = model(images, training=False)
+    layers = batch_norm_layers(model)
+    momenta = [bn.momentum for bn in layers]
+    for bn in layers:
+        bn.momentum = 1.0
+    try:
+        batch_stats = model(images, training=True)
+    finally:
+        for bn, momentum in zip(layers, momenta, strict=True):
+            bn.momentum = momentum
+    return inference, batch_stats
+
+
+def _segmentation_metrics(trainer, batches):
+    """[inference mode, batch statistics] pixel accuracy and cross-entropy."""
+    hits, ce, pixels = np.zeros(2), np.zeros(2), 0
+    for images, labels in batches:
+        mask = labels["mask"][..., 0].numpy()
+        valid = mask != 255
+        for i, logits in enumerate(_predict_both_ways(trainer.model, images)):
+            hits[i] += np.sum((np.argmax(logits.numpy(), -1) == mask) & valid)
+            sums, _ = trainer.task.compute_losses(trainer.config, logits, labels)
+            ce[i] += float(tf.reduce_sum(sums["ce_loss"]))
+        pixels += valid.sum()
+    return hits / pixels, ce / pixels
+
+
+def _detection_losses(trainer, batches):
+    """[inference mode, batch statistics] detection loss (focal + box, per positive anchor)."""
+    task, config = trainer.task, trainer.config
+    losses = np.zeros(2)
+    for images, labels in batches:
+        for i, outputs in enumerate(_predict_both_ways(trainer.model, images)):
+            sums, normalizer = task.compute_losses(config, outputs, labels)
+            total = tf.add_n([tf.reduce_sum(v) for v in sums.values()])
+            losses[i] += float(total / tf.maximum(tf.reduce_sum(normalizer), 1.0))
+    return losses
+
+
+def test_segmentation_default_momentum_short_run(tmp_path):
+    config = lraspp_mobilenet_v3_small_cityscapes.get_config("smoke")
+    assert config.model.bn_momentum == 0.997  # the base recipe's, not the demo's 0.9
+    config.data.augment = False
+    config.data.num_train = 16
+    config.train.batch_size = 8
+    config.train.base_learning_rate = 0.05
+    trainer, _ = _short_run(config, tmp_path, steps=40, recalibration_steps=0)
+    batches = _batches(trainer, 2)
+    accuracy, ce = _segmentation_metrics(trainer, batches)
+    # Without re-estimation the moving averages still hold mostly their initial values.
+    assert accuracy[1] - accuracy[0] > 0.05 and ce[0] > 2 * ce[1], (accuracy, ce)
+    config.train.bn_recalibration_steps = 8
+    trainer.recalibrate_batch_norm()
+    accuracy_after, ce_after = _segmentation_metrics(trainer, batches)
+    np.testing.assert_allclose(ce_after[1], ce[1], rtol=1e-5)  # the weights are untouched
+    assert abs(accuracy_after[1] - accuracy_after[0]) < 0.03, (accuracy, accuracy_after)
+    assert abs(ce_after[0] - ce_after[1]) < 0.3 * ce_after[1], (ce, ce_after)
+
+
+def test_detection_default_momentum_short_run_saves_recalibrated_statistics(tmp_path, caplog):
+    config = ssdlite_mobilenet_v3_small_320_coco.get_config("smoke")
+    assert config.model.backbone_bn_momentum == config.model.head_bn_momentum == 0.97
+    config.data.augment = False
+    config.data.num_train = 16
+    config.train.batch_size = 8
+    with caplog.at_level(logging.INFO):
+        trainer, before = _short_run(config, tmp_path, steps=30, recalibration_steps=8)
+    assert sum("Re-estimated the statistics" in r.getMessage() for r in caplog.records) == 1
+    batches = _batches(trainer, 2)
+    inference, batch_stats = _detection_losses(trainer, batches)
+    # Not closer: at 128x128 the last three extra layers are 1x1 maps, whose batch statistics
+    # (8 values per channel) normalise differently from any fixed statistics.
+    assert abs(inference - batch_stats) < 0.25 * batch_stats, (inference, batch_stats)
+    # The final checkpoint holds the re-estimated statistics, so eval and export see them.
+    restored = tasks.get_task(config).build_model(config)
+    path = checkpointing.latest_checkpoint(str(tmp_path))
+    initialise_from_checkpoint(restored, path, "strict", "detection")
+    saved = [v.numpy() for bn in batch_norm_layers(restored) for v in _stats(bn)]
+    live = [v for bn in batch_norm_layers(trainer.model) for v in _stats(bn)]
+    for a, b in zip(saved, live, strict=True):
+        np.testing.assert_array_equal(a, b.numpy())
+    # What the moving averages alone gave: far apart.
+    for value, variable in zip(before, live, strict=True):
+        variable.assign(value)
+    inference_before, _ = _detection_losses(trainer, batches)
+    assert inference_before > 4 * batch_stats, (inference_before, inference, batch_stats)
