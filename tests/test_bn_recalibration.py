@@ -111,7 +111,8 @@ def test_segmentation_default_momentum_short_run(tmp_path):
     accuracy_after, ce_after = _segmentation_metrics(trainer, batches)
     np.testing.assert_allclose(ce_after[1], ce[1], rtol=1e-5)  # the weights are untouched
     assert abs(accuracy_after[1] - accuracy_after[0]) < 0.03, (accuracy, accuracy_after)
-    assert abs(ce_after[0] - ce_after[1]) < 0.3 * ce_after[1], (ce, ce_after)
+    # Cross-entropy weighs confidence too: most of its gap closes (measured: 1.4 -> 0.03).
+    assert abs(ce_after[0] - ce_after[1]) < 0.2 * (ce[0] - ce[1]), (ce, ce_after)
 
 
 def test_detection_default_momentum_short_run_saves_recalibrated_statistics(tmp_path, caplog):
