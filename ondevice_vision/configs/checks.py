@@ -19,6 +19,11 @@ _RULES = [
     ("train.steps_per_loop", lambda v: isinstance(v, int) and v >= 0, f"{_NON_NEGATIVE} (0: log)"),
     ("train.shuffle_buffer", lambda v: isinstance(v, int) and v > 0, _POSITIVE),
     ("train.warmup_steps", lambda v: isinstance(v, int) and v >= 0, _NON_NEGATIVE),
+    (
+        "train.bn_recalibration_steps",
+        lambda v: isinstance(v, int) and v >= 0,
+        f"{_NON_NEGATIVE} (0: off)",
+    ),
     ("train.base_learning_rate", lambda v: v > 0, "positive"),
     ("train.warmup_learning_rate", lambda v: v >= 0, _NON_NEGATIVE),
     ("train.end_learning_rate", lambda v: v >= 0, _NON_NEGATIVE),

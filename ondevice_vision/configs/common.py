@@ -93,7 +93,7 @@ def shrink_for_smoke(config: ml_collections.ConfigDict) -> ml_collections.Config
     config.train.shuffle_buffer = 8
     config.train.imagenet_weights = ""
     # Smoke runs prove the plumbing; the re-estimation pass would only add tracing time
-    # (tests/test_bn_recalibration.py covers it).
+    # (tests/train/test_bn_recalibration.py covers it).
     config.train.bn_recalibration_steps = 0
     config.eval.batch_size = 2
     config.eval.max_images = 4

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from ondevice_vision import checkpoints, tasks
 from ondevice_vision.configs import (
     lraspp_mobilenet_v3_small_cityscapes,
     ssdlite_mobilenet_v3_small_320_coco,
 )
-from ondevice_vision.train import checkpointing, tasks
 from ondevice_vision.train.bn_recalibration import batch_norm_layers
 from ondevice_vision.train.init_from_checkpoint import initialise_from_checkpoint
-from ondevice_vision.train.loop import Trainer
 from ondevice_vision.train.strategy import create_strategy
+from ondevice_vision.train.trainer import Trainer
 
 pytestmark = pytest.mark.slow
 
@@ -131,7 +131,7 @@ def test_detection_default_momentum_short_run_saves_recalibrated_statistics(tmp_
     assert abs(inference - batch_stats) < 0.25 * batch_stats, (inference, batch_stats)
     # The final checkpoint holds the re-estimated statistics, so eval and export see them.
     restored = tasks.get_task(config).build_model(config)
-    path = checkpointing.latest_checkpoint(str(tmp_path))
+    path = checkpoints.latest_checkpoint(str(tmp_path))
     initialise_from_checkpoint(restored, path, "strict", "detection")
     saved = [v.numpy() for bn in batch_norm_layers(restored) for v in _stats(bn)]
     live = [v for bn in batch_norm_layers(trainer.model) for v in _stats(bn)]

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from ondevice_vision import checkpoints, tasks
 from ondevice_vision.configs import (
     lraspp_mobilenet_v3_small_shapes,
     ssdlite_mobilenet_v3_small_shapes,
 )
-from ondevice_vision.train import checkpointing, tasks
 from ondevice_vision.train.init_from_checkpoint import initialise_from_checkpoint
-from ondevice_vision.train.loop import Trainer
 from ondevice_vision.train.strategy import create_strategy
+from ondevice_vision.train.trainer import Trainer
 
 CLASS_CONVS = [f"class_predictor_{i}_conv" for i in range(6)]
 
@@ -54,12 +54,12 @@ def source(tmp_path_factory):
     for v in trainer.optimizer.variables:
         v.assign(tf.ones_like(v) * 7)
     trainer.step.assign(123)
-    manager = checkpointing.make_manager(trainer.make_checkpoint(), workdir, keep=1)
-    path = checkpointing.save(manager, 123)
+    manager = checkpoints.make_manager(trainer.make_checkpoint(), workdir, keep=1)
+    path = checkpoints.save(manager, 123)
     keys = [k for k, _ in tf.train.list_variables(path)]
     # The layout that broke name-based restores: trainable weights live under the optimizer.
     assert any(k.startswith("optimizer/_trainable_variables/") for k in keys)
-    return checkpointing.checkpoint_dir(workdir), _by_layer(trainer.model)
+    return checkpoints.checkpoint_dir(workdir), _by_layer(trainer.model)
 
 
 def _target(tmp_path, mode, num_classes=3, **model):
