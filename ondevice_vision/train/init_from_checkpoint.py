@@ -1,9 +1,10 @@
 """Starts a model from another run's checkpoint, also when its class count differs.
 
 `train.init_checkpoint` names a checkpoint in our trainer's layout (`tf.train.Checkpoint` with
-`model=`, as the trainer and `ondevice-import` write it). Each model variable is looked up under
-its checkpoint key (the object path from the root, e.g. `model/_operations/1/_operations/34/
-_kernel`, so layer order, not layer names, identifies a variable) and copied when the shapes agree.
+`model=`, as the trainer and `ondevice-import` write it). Each model variable is found by its
+object path inside `model` (e.g. `model/_operations/1/_operations/34/_kernel`: layer positions,
+not layer names), which the object graph saved in the checkpoint maps to the key its value is
+stored under, and copied when the shapes agree.
 `train.init_checkpoint_mode` says which variables must come from the checkpoint:
 
 - "all_but_class_layers" (alias "detection", the Object Detection API's name): every variable but
@@ -28,8 +29,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-# Private TF modules, but the only way to learn the checkpoint key of a live variable without
-# writing a checkpoint: the object path `tf.train.Checkpoint` itself would save it under.
+# Private TF modules: the only way to learn the object path `tf.train.Checkpoint` gives a live
+# variable, and to parse the object graph a checkpoint stores, without saving a checkpoint.
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 from tensorflow.python.checkpoint import graph_view
 from tensorflow.python.trackable import trackable_utils
