@@ -160,15 +160,20 @@ def test_bad_mode_and_missing_checkpoint_are_named(source, tmp_path):
         initialise_from_checkpoint(model, f"{directory}/ckpt-9", "detection", "detection")
 
 
-def test_segmentation_model_only_checkpoint_onto_other_classes(tmp_path):
-    """A checkpoint holding only `model` (as ondevice-import writes one): LR-ASPP 4 -> 3 classes."""
+def test_segmentation_imported_layout_onto_other_classes(tmp_path):
+    """A checkpoint of `model` and `step` only, as `ondevice-import` writes one (the same two
+    calls as ondevice_vision/importers/main.py): LR-ASPP 4 -> 3 classes."""
     config = lraspp_mobilenet_v3_small_shapes.get_config("smoke")
     config.model.num_classes = 4
     task = tasks.get_task(config)
     source = task.build_model(config)
     for v in source.weights:
         v.assign(tf.random.normal(v.shape))
-    path = tf.train.Checkpoint(model=source).write(str(tmp_path / "model_only"))
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+    manager = checkpoints.make_manager(
+        tf.train.Checkpoint(model=source, step=step), str(tmp_path), 1
+    )
+    path = checkpoints.save(manager, 0)
     config.model.num_classes = 3
     target = task.build_model(config)
     fresh = _by_layer(target)
