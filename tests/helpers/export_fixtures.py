@@ -74,6 +74,8 @@ def _overfit_schedule(config):
     config.train.checkpoint_every_steps = config.train.total_steps
     config.train.shuffle_buffer = 2
     config.eval.num_visualizations = 0
+    # Two training images: a few batches re-estimate the BN statistics exactly.
+    config.train.bn_recalibration_steps = 2
 
 
 def overfit_model(config, workdir: str):
