@@ -31,6 +31,7 @@ from ondevice_vision.export.export_info import (
 )
 from ondevice_vision.export.signatures import tflite_graph_archive
 from ondevice_vision.export.task_exports import export_class, task_export
+from ondevice_vision.export.tflite_metadata import add_metadata
 from ondevice_vision.files import atomic_directory
 from ondevice_vision.progress import Progress
 
@@ -109,11 +110,14 @@ def export_tflite(
     representative=None,
     extra: dict | None = None,
 ) -> str:
-    """Writes model.tflite, labels.json and export.json to `export_dir` atomically."""
+    """Writes model.tflite (with TFLite Model Metadata, see tflite_metadata), labels.json and
+    export.json to `export_dir` atomically."""
     if input_size is None:
         input_size = export_class(config.task).default_input_size(config, "tflite")
     export = task_export(config, model, label_map, input_size, use_regular_nms=use_regular_nms)
     flatbuffer = convert(config, export, quantization, num_calibration_images, representative)
+    # TFLite Model Metadata and labels.txt inside the file: MediaPipe Tasks load it unchanged.
+    flatbuffer = add_metadata(flatbuffer, config, label_map, export.input_size)
     details = dict(extra or {}, **export.tflite_details())
     if quantization == "int8":
         details["num_calibration_images"] = int(num_calibration_images)
