@@ -11,6 +11,20 @@ turned upright by their EXIF orientation first, as viewers show them. Corrupt or
 are reported by name (log and the "skipped" list of predictions.json) and skipped; the run goes on.
 When nothing can be processed (no image files, or every one unreadable) the tool prints
 `ERROR: INPUT: nothing was processed: ...` and exits with status 1.
+
+A TFLite export carries TFLite Model Metadata, so MediaPipe Tasks run it unchanged (the run logs
+these lines with the model's path; docs/export.md):
+
+    import mediapipe as mp
+    detector = mp.tasks.vision.ObjectDetector.create_from_model_path("OUT/model.tflite")
+    detections = detector.detect(mp.Image.create_from_file("photo.jpg")).detections
+
+    import mediapipe as mp
+    segmenter = mp.tasks.vision.ImageSegmenter.create_from_options(mp.tasks.vision.ImageSegmenterOptions(base_options=mp.tasks.BaseOptions(model_asset_path="OUT/model.tflite"), output_category_mask=True))
+    mask = segmenter.segment(mp.Image.create_from_file("photo.jpg")).category_mask
+
+`mask.numpy_view()` is the class map [H, W, 1]; it reads the memory of `mask`, so keep `mask`
+alive while using it (or copy it).
 """
 
 from __future__ import annotations
@@ -42,6 +56,26 @@ def define_flags():
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 RESULTS_FILE = "predictions.json"
+# The three lines of MediaPipe Tasks (mediapipe >= 1.2) that run a TFLite export of each task;
+# tests/export/test_tflite_int8_*.py run them as written.
+MEDIAPIPE_USAGE = {
+    "detection": (
+        "import mediapipe as mp\n"
+        'detector = mp.tasks.vision.ObjectDetector.create_from_model_path("{model}")\n'
+        'detections = detector.detect(mp.Image.create_from_file("{image}")).detections\n'
+    ),
+    "segmentation": (
+        "import mediapipe as mp\n"
+        "segmenter = mp.tasks.vision.ImageSegmenter.create_from_options("
+        "mp.tasks.vision.ImageSegmenterOptions(base_options=mp.tasks.BaseOptions("
+        'model_asset_path="{model}"), output_category_mask=True))\n'
+        'mask = segmenter.segment(mp.Image.create_from_file("{image}")).category_mask\n'
+    ),
+}
+
+
+def mediapipe_usage(task: str, model_path: str, image_path: str = "photo.jpg") -> str:
+    return MEDIAPIPE_USAGE[task].format(model=model_path, image=image_path)
 
 
 def list_inputs(path: str) -> list[str]:
@@ -221,6 +255,11 @@ def main(argv):
         "processed": len(payload["images"]),
         "skipped": [s["file"] for s in payload["skipped"]],
     }
+    if exported.info.format == "tflite":
+        logging.info(
+            "The same model in MediaPipe Tasks (pip install mediapipe):\n%s",
+            mediapipe_usage(exported.task, exported.path),
+        )
     print(json.dumps(summary))
 
 

@@ -20,6 +20,7 @@ from export_fixtures import (
     overfit_model,
     training_examples,
 )
+from mediapipe_checks import assert_detections_match, write_images
 
 from ondevice_vision.eval.coco_evaluator import CocoEvaluator
 from ondevice_vision.export import tflite
@@ -91,3 +92,21 @@ def test_int8_map_drop_is_bounded(trained):
     assert metrics["float"]["AP50"] > 0.7  # the model did learn its images
     assert metrics["float"]["AP50"] - metrics["int8"]["AP50"] <= AP50_DROP_BOUND
     assert metrics["float"]["AP"] - metrics["int8"]["AP"] <= AP_DROP_BOUND
+
+
+def test_mediapipe_object_detector_matches_ondevice_predict(trained, tmp_path):
+    """MediaPipe's ObjectDetector, from the TFLite Model Metadata alone, on the float and the int8
+    export of the trained model: the same detections as ondevice-predict (same class names,
+    scores within 1e-3, boxes within 1 pixel, same count above 0.5)."""
+    config, model, labels, int8 = trained
+    images, _ = training_examples(config)
+    paths = write_images(images, str(tmp_path / "images"))
+    size = tuple(config.model.input_size)
+    float_path = tflite.export_tflite(config, model, labels, str(tmp_path / "float"), size)
+    matched = {}
+    for name, exported in (("float", load_exported_model(float_path)), ("int8", int8)):
+        matched[name] = assert_detections_match(
+            exported.path, exported, paths, str(tmp_path / f"predict_{name}")
+        )
+    print(json.dumps({"mediapipe_matched_detections": matched}))
+    assert min(matched.values()) >= 3  # the comparison is not vacuous

@@ -20,6 +20,7 @@ from export_fixtures import (
     overfit_segmentation_config,
     training_examples,
 )
+from mediapipe_checks import assert_class_maps_match, write_images
 
 from ondevice_vision.eval.miou import StreamingConfusionMatrix
 from ondevice_vision.export import tflite
@@ -80,3 +81,18 @@ def test_int8_miou_drop_is_bounded(trained):
     print(json.dumps({"int8_segmentation": report}))
     assert report["float_mIoU"] > 0.8  # the model did learn its images
     assert report["float_mIoU"] - report["int8_mIoU"] <= MIOU_DROP_BOUND
+
+
+def test_mediapipe_image_segmenter_matches_ondevice_predict(trained, tmp_path):
+    """MediaPipe's ImageSegmenter, from the TFLite Model Metadata alone, on the float and the int8
+    export of the trained model: its category mask is ondevice-predict's class map."""
+    config, model, labels, int8 = trained
+    images, _ = training_examples(config)
+    paths = write_images(images, str(tmp_path / "images"))
+    size = tuple(config.model.input_size)
+    float_path = tflite.export_tflite(config, model, labels, str(tmp_path / "float"), size)
+    for name, exported in (("float", load_exported_model(float_path)), ("int8", int8)):
+        maps = assert_class_maps_match(
+            exported.path, exported, paths, str(tmp_path / f"predict_{name}")
+        )
+        assert len(np.unique(maps)) >= 3  # several classes, not one flat map
