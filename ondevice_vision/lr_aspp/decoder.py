@@ -98,6 +98,14 @@ class AttentionPooling(layers.Layer):
             return tf.reduce_mean(inputs, axis=(1, 2), keepdims=True)
         # Sums of up to 49x49 values: average in float32 even under mixed precision.
         x = tf.cast(inputs, tf.float32)
+        height, width = inputs.shape[1], inputs.shape[2]
+        if height is not None and width is not None:
+            # Known size (fixed-shape exports): the same windows as one VALID average pool, which
+            # TFLite runs as AVERAGE_POOL_2D (the Edge TPU too); the matrices below would become
+            # TRANSPOSE + FULLY_CONNECTED, which the Edge TPU does not run (export/edgetpu_ops.py).
+            window = (min(self.window[0], height), min(self.window[1], width))
+            x = tf.nn.avg_pool2d(x, window, self.strides, "VALID")
+            return tf.cast(x, self.compute_dtype)
         shape = tf.shape(x)
         rows = _averaging_matrix(shape[1], self.window[0], self.strides[0], tf.float32)
         cols = _averaging_matrix(shape[2], self.window[1], self.strides[1], tf.float32)

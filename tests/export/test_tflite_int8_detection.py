@@ -23,7 +23,7 @@ from export_fixtures import (
 from mediapipe_checks import assert_detections_match, write_images
 
 from ondevice_vision.eval.coco_evaluator import CocoEvaluator
-from ondevice_vision.export import tflite
+from ondevice_vision.export import edgetpu_ops, tflite
 from ondevice_vision.export.exported_model import load_exported_model
 from ondevice_vision.tasks import detection as detection_task
 
@@ -110,3 +110,14 @@ def test_mediapipe_object_detector_matches_ondevice_predict(trained, tmp_path):
         )
     print(json.dumps({"mediapipe_matched_detections": matched}))
     assert min(matched.values()) >= 3  # the comparison is not vacuous
+
+
+def test_int8_v3_detector_leaves_the_edge_tpu_only_at_hard_swish(trained):
+    """MobileNetV3's h-swish is not an Edge TPU operation (export/edgetpu_ops.py: the compiler maps
+    the graph only up to the first one); every other operator qualifies. The Edge TPU backbones'
+    graphs have none: test_export_edgetpu.py."""
+    with open(trained[-1].path, "rb") as f:
+        graph = f.read()
+    findings = edgetpu_ops.check_graph(graph)
+    assert {f.op for f in findings} == {"HARD_SWISH"}, [str(f) for f in findings]
+    assert len(findings) == edgetpu_ops.operator_counts(graph)["HARD_SWISH"]
