@@ -101,7 +101,7 @@ def test_mediapipe_image_segmenter_matches_ondevice_predict(trained, tmp_path):
 def test_int8_v3_segmenter_leaves_the_edge_tpu_only_at_hard_swish(trained):
     """MobileNetV3's h-swish is not an Edge TPU operation (export/edgetpu_ops.py: the compiler maps
     the graph only up to the first one); every other operator qualifies. The Edge TPU backbones'
-    graphs have none: test_export_edgetpu.py."""
+    graphs have none: tests/export/test_edgetpu_ops.py."""
     with open(trained[-1].path, "rb") as f:
         graph = f.read()
     findings = edgetpu_ops.check_graph(graph)

@@ -1,7 +1,7 @@
 """Edge TPU readiness without the compiler: export/edgetpu_ops.py's reading of Coral's supported
 operations, on our int8 graphs for Edge TPU backbones and on small graphs that break the rules.
 
-The V3 graphs (h-swish) are checked where they are exported: test_export_tflite_int8_*.py."""
+The V3 graphs (h-swish) are checked where they are exported: tests/export/test_tflite_int8_*.py."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from ondevice_vision import tasks
 from ondevice_vision.configs import (
     lraspp_mobilenet_v3_small_shapes,
     ssdlite_mobilenet_edgetpu_320_coco,
 )
+from ondevice_vision.data.label_map import LabelMap
 from ondevice_vision.export import edgetpu_ops, tflite
-from ondevice_vision.train import tasks
+from ondevice_vision.export.task_exports import task_export
 
 
 def _random_images(size, count=2):
@@ -32,7 +34,9 @@ def _int8_graph(config) -> bytes:
     which operators it holds; two random images calibrate it)."""
     model = tasks.get_task(config).build_model(config)
     size = tuple(config.model.input_size)
-    return tflite.convert(config, model, size, "int8", representative=_random_images(size))
+    labels = LabelMap.contiguous([f"class_{i}" for i in range(config.model.num_classes)])
+    export = task_export(config, model, labels, size)
+    return tflite.convert(config, export, "int8", representative=_random_images(size))
 
 
 def test_ssdlite_mobilenet_edgetpu_runs_entirely_on_the_edge_tpu():
