@@ -321,6 +321,20 @@ def check_graph(flatbuffer: bytes) -> list[Finding]:
     return findings
 
 
+def summary(findings: list[Finding]) -> dict:
+    """What `ondevice-export` logs and keeps in export.json: how much of the graph maps."""
+    if not findings:
+        return {"operators_off": 0, "first_off": None, "off_by_op": {}}
+    off_by_op: dict[str, int] = {}
+    for f in findings:
+        off_by_op[f.op] = off_by_op.get(f.op, 0) + 1
+    return {
+        "operators_off": len(findings),
+        "first_off": findings[0].op_index,
+        "off_by_op": off_by_op,
+    }
+
+
 def operator_counts(flatbuffer: bytes) -> dict[str, int]:
     """Op name -> how many times the graph uses it."""
     graph = _Graph(flatbuffer)

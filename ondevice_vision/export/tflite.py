@@ -23,6 +23,7 @@ from absl import logging
 from ondevice_vision import files, tasks
 from ondevice_vision.data.image_decode import resize_pixels
 from ondevice_vision.data.label_map import LabelMap
+from ondevice_vision.export import edgetpu_ops
 from ondevice_vision.export.export_info import (
     TFLITE_FILE,
     ExportInfo,
@@ -121,6 +122,17 @@ def export_tflite(
     details = dict(extra or {}, **export.tflite_details())
     if quantization == "int8":
         details["num_calibration_images"] = int(num_calibration_images)
+        # The Edge TPU compiler maps a graph only up to its first operator the Edge TPU lacks.
+        findings = edgetpu_ops.check_graph(flatbuffer)
+        details["edgetpu"] = edgetpu_ops.summary(findings)
+        if findings:
+            logging.warning(
+                "Edge TPU: %d operators it does not run (%s); the compiler would map only the "
+                "%d operators before the first, the rest runs on the CPU (export/edgetpu_ops.py)",
+                len(findings),
+                ", ".join(f"{op} x{n}" for op, n in details["edgetpu"]["off_by_op"].items()),
+                findings[0].op_index,
+            )
     info = ExportInfo(
         task=export.task,
         format="tflite",

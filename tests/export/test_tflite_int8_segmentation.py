@@ -107,3 +107,6 @@ def test_int8_v3_segmenter_leaves_the_edge_tpu_only_at_hard_swish(trained):
     findings = edgetpu_ops.check_graph(graph)
     assert {f.op for f in findings} == {"HARD_SWISH"}, [str(f) for f in findings]
     assert len(findings) == edgetpu_ops.operator_counts(graph)["HARD_SWISH"]
+    # export.json says so too (ondevice-export logs it).
+    assert trained[-1].info.extra["edgetpu"] == edgetpu_ops.summary(findings)
+    assert trained[-1].info.extra["edgetpu"]["off_by_op"] == {"HARD_SWISH": len(findings)}
