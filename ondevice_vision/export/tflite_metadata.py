@@ -9,8 +9,8 @@ uncompressed zip archive.
 
 What we write:
 - Image input (both tasks): RGB, `NormalizationOptions` mean 0 / std 1, i.e. the network takes
-  0..255 pixels as they are (float32 models normalise inside the graph; int8 models take uint8,
-  which must then be quantized with scale 1 and zero point 0, checked here).
+  0..255 pixels as they are (float32 models normalise inside the graph; int8 models take uint8
+  pixels: the input is set to scale 1 and zero point 0, see `_raw_pixel_input`).
 - Detection: the four outputs of TFLite_Detection_PostProcess, named as MediaPipe's ObjectDetector
   looks them up ("location", "category", "score", "number of detections"): boxes are BOUNDARIES in
   RATIO coordinates, stored (ymin, xmin, ymax, xmax), so `index` is [1, 0, 3, 2] (the positions of
@@ -316,20 +316,36 @@ def _signature_tensors(model, kind: str) -> dict[str, int]:
     return {t.name.decode(): t.tensorIndex for t in getattr(signature, kind)}
 
 
-def _check_uint8_input(model):
+def _raw_pixel_input(model):
+    """A uint8 input read as raw 0..255 pixels (scale 1, zero point 0), as MediaPipe and the Task
+    Library feed it.
+
+    The converter gives the input the scale of the calibration images' range (1 only when they span
+    0..255). The input feeds QUANTIZE ops (uint8 -> int8 requantization) onto the first layer's
+    calibrated int8 range; with scale 1 on their input side they map the same pixels to the same
+    int8 values (up to rounding), and pixels outside the calibrated range saturate as before.
+    """
     subgraph = model.subgraphs[0]
-    tensor = subgraph.tensors[subgraph.inputs[0]]
+    index = subgraph.inputs[0]
+    tensor = subgraph.tensors[index]
     if tensor.type != tflite_schema.TensorType.UINT8:
         return
     q = tensor.quantization
-    scale = [] if q is None or q.scale is None else list(q.scale)
-    zero = [] if q is None or q.zeroPoint is None else list(q.zeroPoint)
-    if scale != [1.0] or zero != [0]:
+    scale = [] if q is None or q.scale is None else [float(v) for v in q.scale]
+    zero = [] if q is None or q.zeroPoint is None else [int(v) for v in q.zeroPoint]
+    if scale == [1.0] and zero == [0]:
+        return
+    consumers = [op for op in subgraph.operators if index in [int(i) for i in op.inputs]]
+    codes = [model.operatorCodes[op.opcodeIndex] for op in consumers]
+    quantize = tflite_schema.BuiltinOperator.QUANTIZE
+    if not codes or any(max(c.builtinCode, c.deprecatedBuiltinCode) != quantize for c in codes):
         raise ValueError(
-            f"uint8 input quantized with scale {scale} and zero point {zero}: MediaPipe and the "
-            "Task Library feed raw 0..255 pixels, which needs scale 1 and zero point 0 (the "
-            "calibration images should span 0..255)"
+            f"uint8 input quantized with scale {scale} and zero point {zero} and not read by "
+            "QUANTIZE ops only: MediaPipe and the Task Library feed raw 0..255 pixels"
         )
+    q.scale = np.asarray([1.0], np.float32)
+    q.zeroPoint = np.asarray([0], np.int64)
+    q.min = q.max = None
 
 
 def populate(flatbuffer: bytes, metadata: bytes, files: dict[str, bytes], output_order=None):
@@ -343,7 +359,7 @@ def populate(flatbuffer: bytes, metadata: bytes, files: dict[str, bytes], output
         raise ValueError(f"the model already has {METADATA_NAME}")
     if len(model.subgraphs) != 1:
         raise ValueError(f"expected one subgraph, found {len(model.subgraphs)}")
-    _check_uint8_input(model)
+    _raw_pixel_input(model)
     if output_order is not None:
         outputs = _signature_tensors(model, "outputs")
         if sorted(outputs) != sorted(output_order):

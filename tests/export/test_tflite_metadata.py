@@ -156,10 +156,22 @@ def test_populate_keeps_the_model_running_and_its_buffers_aligned(tiny):
         tflite_metadata.populate(model, metadata, files, output_order=["a_map", "nope"])
 
 
-def test_uint8_input_must_be_raw_pixels(tiny):
+def test_uint8_input_takes_raw_pixels(tiny):
+    """Calibrated on pixels 0..100, the converter's uint8 input has scale 100/255; the populated
+    model takes raw pixels (scale 1, as MediaPipe feeds them) and computes the same outputs."""
+    dark = tiny["dark_int8"]
+    scale, zero = Interpreter(model_content=dark).get_input_details()[0]["quantization"]
+    assert abs(scale - 1.0) > 0.1
     metadata = tflite_metadata.detection_metadata("tiny", "tiny", SIZE, "uint8")
-    with pytest.raises(ValueError, match="scale .* zero point .* raw 0..255 pixels"):
-        tflite_metadata.populate(tiny["dark_int8"], metadata, {})
+    populated = tflite_metadata.populate(dark, metadata, {})
+    assert Interpreter(model_content=populated).get_input_details()[0]["quantization"] == (1.0, 0)
+    pixels = np.random.default_rng(3).integers(0, 101, (1, *SIZE, 3))
+    want = _run(dark, np.clip(np.round(pixels / scale + zero), 0, 255).astype(np.uint8))
+    got = _run(populated, pixels.astype(np.uint8))
+    for key in want:
+        tolerance = 0.02 * np.ptp(want[key]) + 1e-6  # a rounding step of the first layer
+        np.testing.assert_allclose(got[key], want[key], atol=tolerance)
+        assert np.ptp(want[key]) > 0
 
 
 def test_label_names_must_fit_on_a_line():
