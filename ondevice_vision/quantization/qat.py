@@ -33,6 +33,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from ondevice_vision.backbones import mobilenet
 from ondevice_vision.lr_aspp import decoder
 from ondevice_vision.quantization import graph
 
@@ -214,6 +215,8 @@ class QuantizationSimulator(tf.Module):
             )
         if isinstance(op, keras.layers.Activation):
             return self._activation(op, key)
+        if isinstance(op, mobilenet.SlimHardSigmoid):
+            return lambda x, **kwargs: self._hard_sigmoid(key, x, mobilenet.SLIM_HARD_SIGMOID_SCALE)
         if isinstance(op, decoder.AttentionPooling) and op.mode != "global":
             return lambda x, **kwargs: self._attention_pooling(op, key, x)
         # ReLU, Add, Multiply, Concatenate, pooling, BN without a conv: the layer, then its range.
@@ -233,10 +236,10 @@ class QuantizationSimulator(tf.Module):
             return lambda x, **kwargs: fake_quant_fixed(tf.sigmoid(x), SIGMOID_RANGE)
         return lambda x, **kwargs: self.quantize(key, fn(x))
 
-    def _hard_sigmoid(self, key, x):
-        # ADD (+3, ReLU6 fused), then MUL by 1/6: two int8 tensors.
+    def _hard_sigmoid(self, key, x, scale=1.0 / 6.0):
+        # ADD (+3, ReLU6 fused), then MUL by the scale: two int8 tensors.
         shifted = self.quantize(key + "/relu6", tf.nn.relu6(x + 3.0))
-        return self.quantize(key + "/hard_sigmoid", shifted * (1.0 / 6.0))
+        return self.quantize(key + "/hard_sigmoid", shifted * scale)
 
     def _attention_pooling(self, op, key, x):
         # Two matrix products (FULLY_CONNECTED in TFLite), each output int8.

@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
+from ondevice_vision.backbones.mobilenet import SlimHardSigmoid
 from ondevice_vision.configs import ssdlite_mobilenet_edgetpu_320_coco
 from ondevice_vision.configs.checks import config_problems
 from ondevice_vision.export import tflite
@@ -34,7 +35,7 @@ def tiny_model(seed=0):
     y = keras.layers.Activation("hard_swish")(y)
     s = keras.layers.GlobalAveragePooling2D(keepdims=True)(y)
     s = keras.layers.Conv2D(8, 1)(s)
-    s = keras.layers.Activation("hard_sigmoid")(s)
+    s = SlimHardSigmoid()(s)  # the backbones' squeeze-excite gate
     y = keras.layers.Multiply()([y, s])
     x = keras.layers.Add()([x, y])
     outputs = keras.layers.Conv2D(4, 1)(x)
@@ -84,6 +85,8 @@ def test_simulation_is_the_float_model_up_to_quantization_noise():
     step = (high - low) / 255
     assert np.abs(got - want).max() < 6 * step
     assert np.abs(got - want).mean() < step
+    # The gate is simulated as the int8 graph computes it (ADD with ReLU6, then MUL).
+    assert sum(key.endswith("/relu6") for key in simulator.range_values()) == 2
     # Every tensor was observed: each range covers some values.
     assert all(high > low for low, high in simulator.range_values().values())
 
