@@ -22,6 +22,7 @@ LAYERS = [
     ["checkpoints", "drawing", "backbones", "model_stats"],
     ["data"],
     ["heads", "lr_aspp"],
+    ["quantization"],
     ["tasks"],
     ["export", "importers"],
     ["eval"],

@@ -35,6 +35,9 @@ def _normalise_reduced_tail(value):
     return value
 
 
+SLIM_HARD_SIGMOID_SCALE = 0.16667  # slim's rounded 1/6 (SlimHardSigmoid)
+
+
 @keras.saving.register_keras_serializable(package="ondevice_vision")
 class SlimHardSigmoid(layers.Layer):
     """The squeeze-excite gate exactly as slim's MobileNetV3 computes it: relu6(x + 3) * 0.16667.
@@ -44,7 +47,7 @@ class SlimHardSigmoid(layers.Layer):
     """
 
     def call(self, x):
-        return keras.ops.relu6(x + 3.0) * 0.16667
+        return keras.ops.relu6(x + 3.0) * SLIM_HARD_SIGMOID_SCALE
 
 
 class _GraphBuilder:

@@ -52,6 +52,18 @@ def train_config() -> ml_collections.ConfigDict:
             "bn_recalibration_steps": 50,
             # "" none, "auto" the official keras.applications file, or a path to one.
             "imagenet_weights": "",
+            # Quantization-aware training (the OD API's graph_rewriter.quantization): from step
+            # `delay` on, int8 weights and activations are simulated as the int8 TFLite export
+            # will quantize them; ranges are moving averages with `ema_decay`.
+            "quantization": ml_collections.ConfigDict(
+                {
+                    "enabled": False,
+                    "delay": 0,
+                    "weight_bits": 8,
+                    "activation_bits": 8,
+                    "ema_decay": 0.999,
+                }
+            ),
         }
     )
 

@@ -136,13 +136,17 @@ class DetectionExport(ServingFunctions):
         return {}
 
     # ------------------------------------------------------------- TFLite
-    def tflite_graph_fn(self):
+    def tflite_graph_fn(self, forward=None):
+        """`forward(images)`: the network's outputs (default `model(images, training=False)`;
+        the int8 export passes its rewritten graph, export/tflite.py)."""
         anchors = tf.constant(center_size_anchors(self.model.anchors(self.input_size)))
         postprocess = detection_postprocess_fn(self.tflite_details()["postprocess"])
         model = self.model
+        if forward is None:
+            forward = lambda images: model(images, training=False)  # noqa: E731
 
         def graph(images):
-            outputs = model(images, training=False)
+            outputs = forward(images)
             scores = tf.sigmoid(tf.cast(outputs["class_outputs"], tf.float32))
             boxes, classes, scores, num = postprocess(outputs["box_outputs"], scores, anchors)
             return {

@@ -7,6 +7,8 @@
 The checkpoint is the latest in WORKDIR/checkpoints unless --checkpoint is given. The export
 directory gets the model, labels.json and export.json (see export_info.py), written atomically.
 The label map comes from the config's eval data unless --label_map names a labels.json.
+int8 from a quantization-aware checkpoint (`train.quantization.enabled`, trained past `delay`)
+uses its learned ranges and calibrates nothing.
 """
 
 from __future__ import annotations
@@ -88,8 +90,12 @@ def export(
     with_probabilities: bool = False,
     overwrite: bool = False,
     extra: dict | None = None,
+    quantization_state=None,
 ) -> str:
-    """Library entry point of the CLI (the model already holds its trained weights)."""
+    """Library entry point of the CLI (the model already holds its trained weights).
+
+    `quantization_state`: the learned ranges of a quantization-aware checkpoint (int8 TFLite).
+    """
     from ondevice_vision.export.saved_model import export_saved_model
     from ondevice_vision.export.tflite import export_tflite
 
@@ -116,6 +122,7 @@ def export(
             export_dir,
             size,
             quantization=quantization,
+            quantization_state=quantization_state,
             num_calibration_images=num_calibration_images,
             use_regular_nms=use_regular_nms,
             palette=palette,
@@ -135,6 +142,11 @@ def main(argv):
 
     model, path = load_trained_model(config, FLAGS.workdir, FLAGS.checkpoint)
     label_map, palette = label_map_and_palette(config, FLAGS.label_map)
+    state = None
+    if FLAGS.format == "tflite" and FLAGS.quantization == "int8":
+        from ondevice_vision.quantization import qat
+
+        state = qat.restore_for_export(config, model, path)
     out = export(
         config,
         model,
@@ -149,6 +161,7 @@ def main(argv):
         with_probabilities=FLAGS.with_probabilities,
         overwrite=FLAGS.overwrite,
         extra={"checkpoint": path},
+        quantization_state=state,
     )
     logging.info("Exported %s to %s", path, out)
     print(json.dumps({"export_dir": out, "checkpoint": path, "format": FLAGS.format}))

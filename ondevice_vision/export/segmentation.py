@@ -116,11 +116,14 @@ class SegmentationExport(ServingFunctions):
         return {"with_probabilities": bool(self.with_probabilities)}
 
     # ------------------------------------------------------------- TFLite
-    def tflite_graph_fn(self):
+    def tflite_graph_fn(self, forward=None):
+        """`forward(images)`: the network's logits (default `model(images, training=False)`)."""
         model = self.model
+        if forward is None:
+            forward = lambda images: model(images, training=False)  # noqa: E731
 
         def graph(images):
-            return {"logits": tf.cast(model(images, training=False), tf.float32)}
+            return {"logits": tf.cast(forward(images), tf.float32)}
 
         return graph
 

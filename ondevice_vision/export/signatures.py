@@ -53,11 +53,16 @@ def build_archive(functions, model) -> keras.export.ExportArchive:
     return archive
 
 
-def tflite_graph_archive(graph_fn, model, input_size) -> keras.export.ExportArchive:
-    """The fixed-shape graph the TFLite converter takes: float32 pixels [1, H, W, 3] -> outputs."""
+def tflite_graph_archive(graph_fn, model, input_size, track=()) -> keras.export.ExportArchive:
+    """The fixed-shape graph the TFLite converter takes: float32 pixels [1, H, W, 3] -> outputs.
+
+    `track`: further objects whose variables the graph reads (quantization ranges).
+    """
     height, width = (int(v) for v in input_size)
     archive = keras.export.ExportArchive()
     archive.track(model)
+    for resource in track:
+        archive.track(resource)
     archive.add_endpoint(
         "serving_default",
         graph_fn,

@@ -35,6 +35,7 @@ from ondevice_vision.export.task_exports import export_class, task_export
 from ondevice_vision.export.tflite_metadata import add_metadata
 from ondevice_vision.files import atomic_directory
 from ondevice_vision.progress import Progress
+from ondevice_vision.quantization import int8_graph
 
 
 def representative_images(config, input_size, num_images: int):
@@ -57,8 +58,13 @@ def representative_images(config, input_size, num_images: int):
     return generate
 
 
-def make_converter(saved_model_dir: str, export, quantization: str, representative=None):
-    """Our converter configuration: builtins only (+ the detection custom op), no Select TF ops."""
+def make_converter(
+    saved_model_dir: str, export, quantization: str, representative=None, quantization_aware=False
+):
+    """Our converter configuration: builtins only (+ the detection custom op), no Select TF ops.
+
+    `quantization_aware`: the graph holds FakeQuant ops whose ranges replace calibration.
+    """
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
     converter.allow_custom_ops = export.allow_custom_ops
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -66,11 +72,14 @@ def make_converter(saved_model_dir: str, export, quantization: str, representati
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
     elif quantization == "int8":
-        if representative is None:
+        if representative is None and not quantization_aware:
             raise ValueError("int8 quantization needs a representative dataset")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if not quantization_aware:
+            converter.representative_dataset = representative
+            # With FakeQuant ranges the graph converts to int8 ops by itself (tests check it);
+            # TF 2.21 rejects the int8-only op set without a representative dataset.
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8
         converter.inference_output_type = export.int8_output_type
     elif quantization != "none":
@@ -84,16 +93,31 @@ def convert(
     quantization: str = "none",
     num_calibration_images: int = 100,
     representative=None,
+    quantization_state=None,
 ) -> bytes:
     """The .tflite flatbuffer of a task export. `representative` overrides the calibration data
-    (by default `num_calibration_images` images of the training pipeline)."""
+    (by default `num_calibration_images` images of the training pipeline).
+
+    int8 converts the graph of `quantization/int8_graph.py` (hard-swish that XNNPACK runs in
+    int8, docs/export_speed.md), or, with `quantization_state` (the QuantizationSimulator of a
+    quantization-aware checkpoint), its fake-quantized graph: the learned ranges are used and
+    nothing is calibrated.
+    """
     input_size = export.input_size
-    if quantization == "int8" and representative is None:
+    model = export.model
+    aware = quantization == "int8" and quantization_state is not None
+    if quantization == "int8" and representative is None and not aware:
         representative = representative_images(config, input_size, num_calibration_images)
-    archive = tflite_graph_archive(export.tflite_graph_fn(), export.model, input_size)
+    forward, track = None, ()
+    if aware:
+        forward = lambda images: quantization_state.forward(model, images)  # noqa: E731
+        track = (quantization_state,)
+    elif quantization == "int8":
+        forward = lambda images: int8_graph.int8_inference(model, images)  # noqa: E731
+    archive = tflite_graph_archive(export.tflite_graph_fn(forward), model, input_size, track)
     with tempfile.TemporaryDirectory(prefix="tflite_graph_") as graph_dir:
         archive.write_out(graph_dir, verbose=False)
-        converter = make_converter(graph_dir, export, quantization, representative)
+        converter = make_converter(graph_dir, export, quantization, representative, aware)
         return converter.convert()
 
 
@@ -110,18 +134,27 @@ def export_tflite(
     overwrite: bool = False,
     representative=None,
     extra: dict | None = None,
+    quantization_state=None,
 ) -> str:
     """Writes model.tflite (with TFLite Model Metadata, see tflite_metadata), labels.json and
-    export.json to `export_dir` atomically."""
+    export.json to `export_dir` atomically.
+
+    `quantization_state`: see `convert` (int8 from a quantization-aware checkpoint).
+    """
     if input_size is None:
         input_size = export_class(config.task).default_input_size(config, "tflite")
     export = task_export(config, model, label_map, input_size, use_regular_nms=use_regular_nms)
-    flatbuffer = convert(config, export, quantization, num_calibration_images, representative)
+    flatbuffer = convert(
+        config, export, quantization, num_calibration_images, representative, quantization_state
+    )
     # TFLite Model Metadata and labels.txt inside the file: MediaPipe Tasks load it unchanged.
     flatbuffer = add_metadata(flatbuffer, config, label_map, export.input_size)
     details = dict(extra or {}, **export.tflite_details())
-    if quantization == "int8":
+    if quantization == "int8" and quantization_state is not None:
+        details["quantization_aware"] = True
+    elif quantization == "int8":
         details["num_calibration_images"] = int(num_calibration_images)
+    if quantization == "int8":
         # The Edge TPU compiler maps a graph only up to its first operator the Edge TPU lacks.
         findings = edgetpu_ops.check_graph(flatbuffer)
         details["edgetpu"] = edgetpu_ops.summary(findings)

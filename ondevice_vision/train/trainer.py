@@ -26,6 +26,7 @@ from absl import logging
 from ondevice_vision import checkpoints, tasks
 from ondevice_vision.configs.checks import check_config
 from ondevice_vision.progress import Progress
+from ondevice_vision.quantization import qat
 from ondevice_vision.train.bn_recalibration import BatchNormRecalibration
 from ondevice_vision.train.init_from_checkpoint import initialise_from_checkpoint
 from ondevice_vision.train.optimizer import build_optimizer, build_schedule
@@ -108,6 +109,7 @@ class Trainer:
         with strategy.scope():
             with _dtype_policy(mixed_precision):
                 self.model = self.task.build_model(config)
+            self.quantization = qat.for_training(config, self.model)
             self.optimizer = build_optimizer(tc)
             if mixed_precision == "float16":
                 self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
@@ -177,7 +179,9 @@ class Trainer:
         replicas = self.strategy.num_replicas_in_sync
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
-            outputs = _float32(self.model(images, training=True))
+            outputs = _float32(
+                qat.training_forward(self.quantization, self.config, self.model, images, self.step)
+            )
             sums, normalizer = self.task.compute_losses(self.config, outputs, labels)
             global_norm = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(normalizer))
             global_norm = tf.maximum(global_norm, 1.0)
@@ -296,7 +300,8 @@ class Trainer:
         # train.nan_policy or --mixed_precision change between restarts (the dynamic loss scale
         # is not saved; it re-adapts within a few steps).
         optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
-        return tf.train.Checkpoint(model=self.model, optimizer=optimizer, step=self.step)
+        extra = {} if self.quantization is None else {"quantization": self.quantization}
+        return tf.train.Checkpoint(model=self.model, optimizer=optimizer, step=self.step, **extra)
 
     def recalibrate_batch_norm(self) -> None:
         """Moving BN statistics from `train.bn_recalibration_steps` fresh training batches."""

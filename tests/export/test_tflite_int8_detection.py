@@ -14,6 +14,7 @@ import json
 import numpy as np
 import pytest
 from export_fixtures import (
+    delegated_ops,
     label_map,
     operators,
     overfit_detection_config,
@@ -21,6 +22,7 @@ from export_fixtures import (
     training_examples,
 )
 from mediapipe_checks import assert_detections_match, write_images
+from qat_fixtures import quantization_aware_export
 
 from ondevice_vision.eval.coco_evaluator import CocoEvaluator
 from ondevice_vision.export import edgetpu_ops, tflite
@@ -71,22 +73,28 @@ def test_int8_detector_is_integer_up_to_the_postprocess_op(trained):
     assert int8.info.extra["num_calibration_images"] == CALIBRATION_IMAGES
 
 
+def coco_metrics(config, labels, model_or_export, images, targets) -> dict:
+    """AP / AP50 of a Keras model or a TFLite export on labelled images."""
+    if hasattr(model_or_export, "info"):
+        outputs = model_or_export.predict(images)
+        outputs["detection_classes"] = model_or_export.to_contiguous(
+            outputs["detection_classes"], outputs["num_detections"]
+        )
+    else:
+        predicted = detection_task.predict(config, model_or_export, images.astype("float32"))
+        outputs = {k: v.numpy() for k, v in predicted.items()}
+    evaluator = CocoEvaluator(labels)
+    evaluator.update(outputs, targets)
+    return evaluator.evaluate()
+
+
 def test_int8_map_drop_is_bounded(trained):
     config, model, labels, int8 = trained
     images, targets = training_examples(config)
-    float_outputs = {
-        k: v.numpy()
-        for k, v in detection_task.predict(config, model, images.astype("float32")).items()
+    metrics = {
+        "float": coco_metrics(config, labels, model, images, targets),
+        "int8": coco_metrics(config, labels, int8, images, targets),
     }
-    int8_outputs = int8.predict(images)
-    int8_outputs["detection_classes"] = int8.to_contiguous(
-        int8_outputs["detection_classes"], int8_outputs["num_detections"]
-    )
-    metrics = {}
-    for name, outputs in (("float", float_outputs), ("int8", int8_outputs)):
-        evaluator = CocoEvaluator(labels)
-        evaluator.update(outputs, targets)
-        metrics[name] = evaluator.evaluate()
     report = {f"{m}_{k}": metrics[k][m] for k in metrics for m in ("AP", "AP50")}
     print(json.dumps({"int8_detection": report}))
     assert metrics["float"]["AP50"] > 0.7  # the model did learn its images
@@ -124,3 +132,51 @@ def test_int8_v3_detector_leaves_the_edge_tpu_only_at_hard_swish(trained):
     # export.json says so too (ondevice-export logs it).
     assert trained[-1].info.extra["edgetpu"] == edgetpu_ops.summary(findings)
     assert trained[-1].info.extra["edgetpu"]["off_by_op"] == {"HARD_SWISH": len(findings)}
+
+
+def test_int8_detector_runs_on_xnnpack_int8_kernels(trained):
+    names = delegated_ops(trained[3].path)
+    # hard-swish is written as ADD + MUL for int8 (ondevice_vision/quantization/int8_graph.py).
+    assert "HARD_SWISH" not in names and names.count("MUL") > 0
+    # One partition before the float post-processing op, one for the DEQUANTIZEs feeding it.
+    assert names.count("DELEGATE") <= 2, names
+
+
+@pytest.fixture(scope="module")
+def quantization_aware(trained, tmp_path_factory):
+    config, model, labels, _ = trained
+    root = tmp_path_factory.mktemp("qat_detection")
+    return quantization_aware_export(config, model, labels, root)
+
+
+def test_quantization_aware_int8_loses_no_more_than_post_training(trained, quantization_aware):
+    """The float -> int8 drop: post-training (the float model's calibrated int8 export) against
+    quantization-aware (the float model fine-tuned with int8 simulated, exported from the learned
+    ranges, no calibration). Asserted on AP50 (smaller where post-training loses more than
+    0.02); AP printed too, and the fine-tuned model's own float metrics."""
+    config, model, labels, ptq = trained
+    _, qat_model, qat_int8, _ = quantization_aware
+    assert qat_int8.info.extra["quantization_aware"] is True
+    assert "num_calibration_images" not in qat_int8.info.extra
+    interpreter, ops = operators(qat_int8.path)
+    assert interpreter.get_input_details()[0]["dtype"] == np.uint8
+    for name, ins, outs in ops:
+        if name not in ("TFLite_Detection_PostProcess", "DEQUANTIZE"):
+            assert np.float32 not in ins | outs, f"{name} computes in float: {ins} -> {outs}"
+    assert delegated_ops(qat_int8.path).count("DELEGATE") <= 2
+    images, targets = training_examples(config)
+    metrics = {
+        "float": coco_metrics(config, labels, model, images, targets),
+        "ptq_int8": coco_metrics(config, labels, ptq, images, targets),
+        "qat_float": coco_metrics(config, labels, qat_model, images, targets),
+        "qat_int8": coco_metrics(config, labels, qat_int8, images, targets),
+    }
+    report = {f"{k}_{m}": metrics[k][m] for k in metrics for m in ("AP", "AP50")}
+    for m in ("AP", "AP50"):
+        # A gain (int8 above float) is no drop.
+        report[f"ptq_drop_{m}"] = max(0.0, metrics["float"][m] - metrics["ptq_int8"][m])
+        report[f"qat_drop_{m}"] = max(0.0, metrics["float"][m] - metrics["qat_int8"][m])
+    print(json.dumps({"qat_detection": report}))
+    assert report["qat_drop_AP50"] <= report["ptq_drop_AP50"]
+    if report["ptq_drop_AP50"] > 0.02:
+        assert report["qat_drop_AP50"] < report["ptq_drop_AP50"]

@@ -14,6 +14,7 @@ import json
 import numpy as np
 import pytest
 from export_fixtures import (
+    delegated_ops,
     label_map,
     operators,
     overfit_model,
@@ -21,12 +22,20 @@ from export_fixtures import (
     training_examples,
 )
 from mediapipe_checks import assert_class_maps_match, write_images
+from qat_fixtures import quantization_aware_export
 
 from ondevice_vision.eval.miou import StreamingConfusionMatrix
 from ondevice_vision.export import edgetpu_ops, tflite
 from ondevice_vision.export.exported_model import load_exported_model
 
 MIOU_DROP_BOUND = 0.05
+
+
+def mean_iou(labels, masks, maps) -> float:
+    matrix = StreamingConfusionMatrix(labels.num_classes, 255)
+    for mask, prediction in zip(masks, maps, strict=True):
+        matrix.update(mask, prediction)
+    return matrix.result()["mIoU"]
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +77,7 @@ def test_int8_miou_drop_is_bounded(trained):
     assert int8_maps.shape == float_maps.shape
 
     def miou(maps):
-        matrix = StreamingConfusionMatrix(labels.num_classes, 255)
-        for mask, prediction in zip(masks, maps, strict=True):
-            matrix.update(mask, prediction)
-        return matrix.result()["mIoU"]
+        return mean_iou(labels, masks, maps)
 
     report = {
         "float_mIoU": miou(float_maps),
@@ -110,3 +116,51 @@ def test_int8_v3_segmenter_leaves_the_edge_tpu_only_at_hard_swish(trained):
     # export.json says so too (ondevice-export logs it).
     assert trained[-1].info.extra["edgetpu"] == edgetpu_ops.summary(findings)
     assert trained[-1].info.extra["edgetpu"]["off_by_op"] == {"HARD_SWISH": len(findings)}
+
+
+def test_int8_segmenter_runs_on_xnnpack_int8_kernels(trained):
+    names = delegated_ops(trained[3].path)
+    assert "HARD_SWISH" not in names
+    assert names.count("DELEGATE") == 1, names  # everything between the two QUANTIZE ops
+
+
+@pytest.fixture(scope="module")
+def quantization_aware(trained, tmp_path_factory):
+    config, model, labels, _ = trained
+    root = tmp_path_factory.mktemp("qat_segmentation")
+    return quantization_aware_export(config, model, labels, root)
+
+
+def test_quantization_aware_int8_loses_no_more_than_post_training(trained, quantization_aware):
+    """As for detection (test_tflite_int8_detection.py), with mIoU; and the export computes what
+    training simulated (class maps of the TFLite model against the simulator's)."""
+    config, model, labels, ptq = trained
+    _, qat_model, qat_int8, simulator = quantization_aware
+    assert qat_int8.info.extra["quantization_aware"] is True
+    interpreter, ops = operators(qat_int8.path)
+    assert interpreter.get_input_details()[0]["dtype"] == np.uint8
+    assert interpreter.get_output_details()[0]["dtype"] == np.uint8
+    for name, ins, outs in ops:
+        assert np.float32 not in ins | outs, f"{name} computes in float: {ins} -> {outs}"
+    assert delegated_ops(qat_int8.path).count("DELEGATE") == 1
+    images, targets = training_examples(config)
+    masks = targets["mask"][..., 0]
+    qat_maps = qat_int8.predict(images)["semantic_map"]
+    simulated = simulator.forward(qat_model, images.astype("float32")).numpy().argmax(-1)
+    report = {
+        "float_mIoU": mean_iou(labels, masks, model(images.astype("float32")).numpy().argmax(-1)),
+        "ptq_int8_mIoU": mean_iou(labels, masks, ptq.predict(images)["semantic_map"]),
+        "qat_float_mIoU": mean_iou(
+            labels, masks, qat_model(images.astype("float32")).numpy().argmax(-1)
+        ),
+        "qat_int8_mIoU": mean_iou(labels, masks, qat_maps),
+        "qat_int8_vs_simulation_pixel_agreement": float((qat_maps == simulated).mean()),
+    }
+    # A gain (int8 above float, which happens by a few pixels on two images) is no drop.
+    report["ptq_drop"] = max(0.0, report["float_mIoU"] - report["ptq_int8_mIoU"])
+    report["qat_drop"] = max(0.0, report["float_mIoU"] - report["qat_int8_mIoU"])
+    print(json.dumps({"qat_segmentation": report}))
+    assert report["qat_int8_vs_simulation_pixel_agreement"] > 0.97
+    assert report["qat_drop"] <= report["ptq_drop"]
+    if report["ptq_drop"] > 0.02:
+        assert report["qat_drop"] < report["ptq_drop"]

@@ -232,3 +232,13 @@ def operators(path):
         for op in interpreter._get_ops_details()
     ]
     return interpreter, ops
+
+
+def delegated_ops(path):
+    """Op names with LiteRT's default XNNPACK delegate applied: the original operators, then one
+    DELEGATE node per partition XNNPACK took. An operator XNNPACK cannot run (int8 HARD_SWISH,
+    an ADD whose scales it rejects) splits the graph, so the DELEGATE count shows what fell off
+    the int8 kernels (docs/export_speed.md)."""
+    interpreter = Interpreter(model_path=path, num_threads=1)
+    interpreter.allocate_tensors()
+    return [op["op_name"] for op in interpreter._get_ops_details()]
