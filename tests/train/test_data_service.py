@@ -16,7 +16,8 @@ import pytest
 import tensorflow as tf
 
 from ondevice_vision.configs import ssdlite_mobilenet_v3_small_shapes
-from ondevice_vision.train import data_service, loop
+from ondevice_vision.train import data_service
+from ondevice_vision.train import trainer as trainer_lib
 from ondevice_vision.train.strategy import create_strategy
 from ondevice_vision.train.train_input import TrainInput, check_data_service
 
@@ -67,7 +68,7 @@ def _config(steps, coco_dir):
 def _trainer(tmp_path, name, config):
     (tmp_path / name).mkdir()
     keras.utils.set_random_seed(config.train.seed)  # the same initial weights in every run
-    return loop.Trainer(config, str(tmp_path / name), create_strategy("one_device"))
+    return trainer_lib.Trainer(config, str(tmp_path / name), create_strategy("one_device"))
 
 
 def _train(tmp_path, name, config):
