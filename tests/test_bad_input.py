@@ -122,11 +122,12 @@ def test_images_without_boxes_train_as_all_background():
         "classes": tf.zeros([0], tf.int32),
         "is_crowd": tf.zeros([0], tf.bool),
     }
-    image, labels = detection_task.parse_example(example, config, anchors, None, training=True)
+    image, labels = detection_task.parse_example(example, config, None, training=True)
     assert image.shape == (64, 64, 3)
-    assert int(labels["num_positives"]) == 0
-    assert not np.any(labels["box_weights"].numpy())
     batch = tf.nest.map_structure(lambda t: t[tf.newaxis], labels)
+    _, batch = detection_task.add_targets(image[tf.newaxis], batch, config, anchors)
+    assert int(batch["num_positives"][0]) == 0
+    assert not np.any(batch["box_weights"].numpy())
     rng = np.random.default_rng(0)
     outputs = {
         "box_outputs": tf.constant(rng.normal(size=(1, len(anchors), 4)), tf.float32),

@@ -100,6 +100,9 @@ def detection_data_config() -> ml_collections.ConfigDict:
             "num_eval": 256,
             "image_size": 256,
             "seed": 0,
+            # A local directory: decoded training images are written there during the first
+            # epoch and read back afterwards (data/decoded_cache.py). "" = decode every time.
+            "decoded_cache": "",
         }
     )
 

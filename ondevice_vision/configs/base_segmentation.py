@@ -68,6 +68,9 @@ def segmentation_data_config() -> ml_collections.ConfigDict:
             "num_eval": 64,
             "image_size": (128, 128),
             "seed": 0,
+            # A local directory: decoded training images are written there during the first
+            # epoch and read back afterwards (data/decoded_cache.py). "" = decode every time.
+            "decoded_cache": "",
         }
     )
 

@@ -39,6 +39,12 @@ def train_config() -> ml_collections.ConfigDict:
             "debug_nan_at_step": 0,
             "shuffle_buffer": 1000,
             "checkpoint_data_iterator": True,
+            # "grpc://HOST:PORT" of a tf.data service dispatcher: its workers run the input
+            # pipeline and stream batches here (docs/speed.md). "" = preprocess in this process.
+            "data_service": "",
+            # "off": every service worker runs the whole pipeline (a copy each); "dynamic": the
+            # dispatcher hands out pieces of the source so each example is read once per epoch.
+            "data_service_sharding": "off",
             "seed": 0,
             "init_checkpoint": config_dict.placeholder(str),
             # What init_checkpoint restores (ondevice_vision/train/init_from_checkpoint.py):

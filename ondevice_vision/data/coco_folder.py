@@ -253,12 +253,13 @@ def read_coco_folder(directory: str, label_map: LabelMap | None = None):
 
 
 def load_coco_folder(
-    directory: str, label_map: LabelMap | None = None
+    directory: str, label_map: LabelMap | None = None, encoded: bool = False
 ) -> tuple[tf.data.Dataset, LabelMap]:
     """Decoded detection examples from a COCO-format folder, in increasing image id order.
 
     `label_map`: the LabelMap to index categories with (default: the folder's own categories);
-    pass `label_map_for([train_dir, eval_dir])` so both splits share one.
+    pass `label_map_for([train_dir, eval_dir])` so both splits share one. `encoded`: yield
+    the files' bytes as "encoded_image" instead of "image" (see image_files_dataset).
     """
     records, label_map, _ = read_coco_folder(directory, label_map)
     ds = image_decode.image_files_dataset(
@@ -270,5 +271,6 @@ def load_coco_folder(
             "is_crowd": [r["is_crowd"] for r in records],
         },
         orientations=[r["orientation"] for r in records],
+        encoded=encoded,
     )
     return ds, label_map

@@ -109,12 +109,17 @@ def _filter_by_image_id(ds: tf.data.Dataset, ids: np.ndarray, keep: bool) -> tf.
     return ds.filter(in_ids)
 
 
-def _to_detection_example(ex) -> dict[str, tf.Tensor]:
+def _to_detection_example(ex, encoded: bool = False) -> dict[str, tf.Tensor]:
     boxes = tf.clip_by_value(tf.cast(ex["objects"]["bbox"], tf.float32), 0.0, 1.0)
     # COCO has a handful of annotations whose box is a line or a point; they cannot be matched.
     valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    image = (
+        {"encoded_image": ex["image"]}
+        if encoded
+        else {"image": image_decode.decode_rgb(ex["image"])}
+    )
     return {
-        "image": image_decode.decode_rgb(ex["image"]),
+        **image,
         "image_id": tf.cast(ex["image/id"], tf.int64),
         "boxes": tf.reshape(tf.boolean_mask(boxes, valid), [-1, 4]),
         "classes": tf.boolean_mask(tf.cast(ex["objects"]["label"], tf.int32), valid),
@@ -141,6 +146,7 @@ def load_coco_tfds(
     *,
     shuffle_files: bool = False,
     minival_ids: Iterable[int] | None = None,
+    encoded: bool = False,
 ) -> tuple[tf.data.Dataset, LabelMap]:
     """Decoded detection examples from TFDS COCO and the LabelMap to official COCO ids.
 
@@ -151,6 +157,7 @@ def load_coco_tfds(
       shuffle_files: shuffle TFDS shards, and mix the parts of a "+" split by sampling in
         proportion to their sizes instead of concatenating them (use for training).
       minival_ids: the image ids defining "minival" (default: the shipped 8,059 ids).
+      encoded: yield the JPEG bytes as "encoded_image" instead of a decoded "image".
     """
     # Not prepared here on purpose: COCO is a 20+ GB download, run `tfds build` for it explicitly.
     builder = tfds.builder(tfds_name, data_dir=data_dir)
@@ -179,5 +186,5 @@ def load_coco_tfds(
         ds = datasets[0]
         for more in datasets[1:]:
             ds = ds.concatenate(more)
-    ds = ds.map(_to_detection_example, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda ex: _to_detection_example(ex, encoded), num_parallel_calls=tf.data.AUTOTUNE)
     return ds, label_map

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
+from ondevice_vision.data.image_decode import apply_orientation, decode_rgb
+
 SSD_MIN_OBJECT_COVERED = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
 SSD_OVERLAP_THRESH = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
 SSD_ASPECT_RATIO_RANGE = ((0.5, 2.0),) * 7
@@ -78,6 +80,69 @@ def crop_boxes_to_window(
     )
 
 
+def _case_lists(
+    min_object_covered, aspect_ratio_range, area_range, overlap_thresh, clip_boxes, random_coef
+):
+    num_cases = len(min_object_covered)
+    for name, values in (
+        ("aspect_ratio_range", aspect_ratio_range),
+        ("area_range", area_range),
+        ("overlap_thresh", overlap_thresh),
+        ("clip_boxes", clip_boxes),
+        ("random_coef", random_coef),
+    ):
+        if len(values) != num_cases:
+            raise ValueError(
+                f"ssd_random_crop: {name} has {len(values)} cases, expected {num_cases}"
+            )
+    return num_cases
+
+
+def random_crop_window(
+    image_shape: tf.Tensor,
+    boxes: tf.Tensor,
+    classes: tf.Tensor,
+    is_crowd: tf.Tensor,
+    min_object_covered: float = 1.0,
+    aspect_ratio_range: Sequence[float] = (0.75, 1.33),
+    area_range: Sequence[float] = (0.1, 1.0),
+    overlap_thresh: float = 0.3,
+    clip_boxes: bool = True,
+    random_coef: float = 0.0,
+):
+    """One OD API `random_crop_image` draw, for an image known only by its shape [H, W, C].
+
+    Returns (offset [2] int32 (y, x), size [2] int32 (h, w), boxes, classes, is_crowd): the pixels
+    to keep and the boxes of that window, so the caller can decode only the window
+    (`tf.image.decode_and_crop_jpeg`). The draw is `random_crop_image`'s, op for op.
+    """
+    image_shape = tf.cast(image_shape, tf.int32)
+    classes, is_crowd = tf.convert_to_tensor(classes), tf.convert_to_tensor(is_crowd)
+    boxes = tf.reshape(tf.cast(boxes, tf.float32), [-1, 4])
+
+    def crop():
+        begin, size, window = tf.image.sample_distorted_bounding_box(
+            image_shape,
+            bounding_boxes=tf.expand_dims(tf.clip_by_value(boxes, 0.0, 1.0), 1),
+            min_object_covered=min_object_covered,
+            aspect_ratio_range=list(aspect_ratio_range),
+            area_range=list(area_range),
+            max_attempts=_MAX_ATTEMPTS,
+            use_image_if_no_bounding_boxes=True,
+        )
+        new_boxes, new_classes, new_crowd = crop_boxes_to_window(
+            boxes, classes, is_crowd, tf.reshape(window, [4]), overlap_thresh, clip_boxes
+        )
+        return begin[:2], size[:2], new_boxes, new_classes, new_crowd
+
+    def keep():
+        return tf.zeros([2], tf.int32), image_shape[:2], boxes, classes, is_crowd
+
+    if random_coef <= 0.0:
+        return crop()
+    return tf.cond(tf.random.uniform([]) <= random_coef, keep, crop)
+
+
 def random_crop_image(
     image: tf.Tensor,
     boxes: tf.Tensor,
@@ -91,32 +156,25 @@ def random_crop_image(
     random_coef: float = 0.0,
 ):
     """One OD API `random_crop_image` draw; returns (image, boxes, classes, is_crowd)."""
-    image, classes, is_crowd = map(tf.convert_to_tensor, (image, classes, is_crowd))
-    boxes = tf.reshape(tf.cast(boxes, tf.float32), [-1, 4])
-
-    def crop():
-        begin, size, window = tf.image.sample_distorted_bounding_box(
-            tf.shape(image),
-            bounding_boxes=tf.expand_dims(tf.clip_by_value(boxes, 0.0, 1.0), 1),
-            min_object_covered=min_object_covered,
-            aspect_ratio_range=list(aspect_ratio_range),
-            area_range=list(area_range),
-            max_attempts=_MAX_ATTEMPTS,
-            use_image_if_no_bounding_boxes=True,
-        )
-        new_boxes, new_classes, new_crowd = crop_boxes_to_window(
-            boxes, classes, is_crowd, tf.reshape(window, [4]), overlap_thresh, clip_boxes
-        )
-        return tf.slice(image, begin, size), new_boxes, new_classes, new_crowd
-
-    if random_coef <= 0.0:
-        return crop()
-    keep_original = tf.random.uniform([]) <= random_coef
-    return tf.cond(keep_original, lambda: (image, boxes, classes, is_crowd), crop)
+    image = tf.convert_to_tensor(image)
+    offset, size, boxes, classes, is_crowd = random_crop_window(
+        tf.shape(image),
+        boxes,
+        classes,
+        is_crowd,
+        min_object_covered,
+        aspect_ratio_range,
+        area_range,
+        overlap_thresh,
+        clip_boxes,
+        random_coef,
+    )
+    image = tf.slice(image, tf.concat([offset, [0]], 0), tf.concat([size, [-1]], 0))
+    return image, boxes, classes, is_crowd
 
 
-def ssd_random_crop(
-    image: tf.Tensor,
+def ssd_random_crop_window(
+    image_shape: tf.Tensor,
     boxes: tf.Tensor,
     classes: tf.Tensor,
     is_crowd: tf.Tensor,
@@ -127,26 +185,15 @@ def ssd_random_crop(
     clip_boxes: Sequence[bool] = SSD_CLIP_BOXES,
     random_coef: Sequence[float] = SSD_RANDOM_COEF,
 ):
-    """The OD API's SSD crop: one of the cases chosen uniformly, then `random_crop_image`.
-
-    Returns (image [h, w, C] same dtype, boxes [M, 4], classes [M], is_crowd [M]).
-    """
-    num_cases = len(min_object_covered)
-    for name, values in (
-        ("aspect_ratio_range", aspect_ratio_range),
-        ("area_range", area_range),
-        ("overlap_thresh", overlap_thresh),
-        ("clip_boxes", clip_boxes),
-        ("random_coef", random_coef),
-    ):
-        if len(values) != num_cases:
-            raise ValueError(
-                f"ssd_random_crop: {name} has {len(values)} cases, expected {num_cases}"
-            )
+    """The OD API's SSD crop for an image of shape [H, W, C]: one case chosen uniformly, then
+    `random_crop_window`. Returns (offset [2], size [2], boxes [M, 4], classes [M], is_crowd [M])."""
+    num_cases = _case_lists(
+        min_object_covered, aspect_ratio_range, area_range, overlap_thresh, clip_boxes, random_coef
+    )
 
     def case(i):
-        return lambda: random_crop_image(
-            image,
+        return lambda: random_crop_window(
+            image_shape,
             boxes,
             classes,
             is_crowd,
@@ -159,7 +206,54 @@ def ssd_random_crop(
         )
 
     index = tf.random.uniform([], maxval=num_cases, dtype=tf.int32)
-    image, boxes, classes, is_crowd = tf.switch_case(index, [case(i) for i in range(num_cases)])
-    image.set_shape([None, None, image.shape[-1]])
+    offset, size, boxes, classes, is_crowd = tf.switch_case(
+        index, [case(i) for i in range(num_cases)]
+    )
     boxes.set_shape([None, 4])
+    return offset, size, boxes, classes, is_crowd
+
+
+def ssd_random_crop(
+    image: tf.Tensor, boxes: tf.Tensor, classes: tf.Tensor, is_crowd: tf.Tensor, **cases
+):
+    """The OD API's SSD crop of a decoded image (case lists as in `ssd_random_crop_window`).
+
+    Returns (image [h, w, C] same dtype, boxes [M, 4], classes [M], is_crowd [M]).
+    """
+    image = tf.convert_to_tensor(image)
+    offset, size, boxes, classes, is_crowd = ssd_random_crop_window(
+        tf.shape(image), boxes, classes, is_crowd, **cases
+    )
+    image = tf.slice(image, tf.concat([offset, [0]], 0), tf.concat([size, [-1]], 0))
+    image.set_shape([None, None, image.shape[-1]])
     return image, boxes, classes, is_crowd
+
+
+def ssd_random_crop_encoded(encoded: tf.Tensor, boxes, classes, is_crowd, orientation=1, **cases):
+    """`ssd_random_crop` of an encoded image that decodes only the crop window of a JPEG.
+
+    Returns (image uint8 [h, w, 3] RGB, boxes, classes, is_crowd, original (height, width)).
+
+    The window is drawn from the JPEG header's shape (the same draw as for the decoded image);
+    libjpeg then skips the rows above and below the window and the IDCT of the columns beside
+    it. Pixels differ from decode-then-slice by a few levels at most, along the window's
+    edges (chroma upsampling sees no neighbours there). Other formats, and JPEGs with an EXIF
+    `orientation` other than 1 (boxes refer to the upright picture), are decoded whole, turned
+    upright and sliced.
+    """
+
+    def jpeg():
+        shape = tf.image.extract_jpeg_shape(encoded)
+        offset, size, b, c, k = ssd_random_crop_window(shape, boxes, classes, is_crowd, **cases)
+        window = tf.concat([offset, size], 0)
+        return tf.image.decode_and_crop_jpeg(encoded, window, channels=3), b, c, k, shape[:2]
+
+    def other():
+        image = apply_orientation(decode_rgb(encoded), orientation)
+        return (*ssd_random_crop(image, boxes, classes, is_crowd, **cases), tf.shape(image)[:2])
+
+    upright_jpeg = tf.logical_and(tf.io.is_jpeg(encoded), tf.equal(orientation, 1))
+    image, boxes, classes, is_crowd, original_size = tf.cond(upright_jpeg, jpeg, other)
+    image.set_shape([None, None, 3])
+    boxes.set_shape([None, 4])
+    return image, boxes, classes, is_crowd, original_size

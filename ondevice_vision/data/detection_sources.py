@@ -37,19 +37,23 @@ def _all_folders(cfg: ml_collections.ConfigDict) -> list[tuple[str, str | None]]
     return folders
 
 
-def _tfds(cfg, split):
+def _tfds(cfg, split, encoded):
     tfds_split = cfg.train_split if split == "train" else cfg.eval_split
     return coco_tfds.load_coco_tfds(
-        cfg.tfds_name, tfds_split, cfg.get("data_dir"), shuffle_files=split == "train"
+        cfg.tfds_name,
+        tfds_split,
+        cfg.get("data_dir"),
+        shuffle_files=split == "train",
+        encoded=encoded,
     )
 
 
-def _coco_folder(cfg, split):
+def _coco_folder(cfg, split, encoded):
     label_map = coco_folder.label_map_for([d for d, _ in _all_folders(cfg)])
-    return coco_folder.load_coco_folder(_folder(cfg, split), label_map)
+    return coco_folder.load_coco_folder(_folder(cfg, split), label_map, encoded=encoded)
 
 
-def _voc_folder(cfg, split):
+def _voc_folder(cfg, split, encoded):
     class_names = cfg.get("class_names")
     if not class_names:
         folders = _all_folders(cfg)
@@ -57,10 +61,13 @@ def _voc_folder(cfg, split):
             [d for d, _ in folders], [s for _, s in folders]
         )
     image_set = cfg.get("train_image_set" if split == "train" else "eval_image_set")
-    return voc_folder.load_voc_folder(_folder(cfg, split), list(class_names), image_set)
+    return voc_folder.load_voc_folder(
+        _folder(cfg, split), list(class_names), image_set, encoded=encoded
+    )
 
 
-def _shapes(cfg, split):
+def _shapes(cfg, split, encoded):
+    del encoded  # in-memory pictures
     num = cfg.num_train if split == "train" else cfg.num_eval
     return shapes.load_shapes(split, num, cfg.image_size, cfg.seed)
 
@@ -74,11 +81,15 @@ _LOADERS = {
 
 
 def load_detection_source(
-    cfg: ml_collections.ConfigDict, split: str
+    cfg: ml_collections.ConfigDict, split: str, encoded: bool = False
 ) -> tuple[tf.data.Dataset, LabelMap]:
-    """Decoded detection examples of `split` ("train" or "eval") and the source's LabelMap."""
+    """Decoded detection examples of `split` ("train" or "eval") and the source's LabelMap.
+
+    `encoded`: sources that read image files yield their bytes as "encoded_image" (plus the EXIF
+    "orientation" for folders) instead of a decoded "image"; shapes still yields "image".
+    """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if cfg.source not in _LOADERS:
         raise ValueError(f"unknown data source {cfg.source!r}; expected one of {SOURCES}")
-    return _LOADERS[cfg.source](cfg, split)
+    return _LOADERS[cfg.source](cfg, split, encoded)

@@ -209,12 +209,16 @@ def image_files_dataset(
     paths: Sequence[str],
     per_image: dict[str, Sequence],
     orientations: Sequence[int] | None = None,
+    encoded: bool = False,
 ) -> tf.data.Dataset:
     """A dataset of {"image": decoded uint8 RGB, **per_image fields} for validated image files.
 
     Each value of `per_image` has one entry per path: a scalar, or a NumPy array whose first
     dimension varies between images (boxes, classes), which is sliced per image. `orientations`:
     the EXIF orientation to apply to each image (default: none).
+    With `encoded` the file's bytes come as "encoded_image" (and the orientation as
+    "orientation") instead, for a pipeline that decodes them later (after shuffling, or only a
+    crop window).
     """
     if orientations is None:
         orientations = [1] * len(paths)
@@ -233,7 +237,11 @@ def image_files_dataset(
 
     def decode(ex):
         ex = dict(ex)
-        ex["image"] = apply_orientation(read_rgb(ex.pop("path")), ex.pop("orientation"))
+        path = ex.pop("path")
+        if encoded:
+            ex["encoded_image"] = tf.io.read_file(path)
+        else:
+            ex["image"] = apply_orientation(read_rgb(path), ex.pop("orientation"))
         return ex
 
     ds = tf.data.Dataset.from_tensor_slices(tensors)

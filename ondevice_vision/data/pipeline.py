@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from ondevice_vision.data import decoded_cache
+
 
 def prepare_source(
     source: tf.data.Dataset,
@@ -20,14 +22,22 @@ def prepare_source(
     input_context: tf.distribute.InputContext | None = None,
     repeat: bool | None = None,
     max_examples: int = 0,
+    decoded_cache_dir: str = "",
+    decode=None,
 ) -> tf.data.Dataset:
     """Decoded examples -> this worker's shard, shuffled and repeated when training.
 
     `repeat` defaults to `training`; `max_examples` (> 0) cuts a non-repeated pipeline short,
-    as `eval.max_images` does.
+    as `eval.max_images` does. `decoded_cache_dir`: cache the shard there (after `decode`, a
+    function making encoded examples decoded) before shuffling; see data/decoded_cache.py.
     """
     if input_context is not None and input_context.num_input_pipelines > 1:
         source = source.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    if decoded_cache_dir:
+        if decode is not None:
+            source = source.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+        name = decoded_cache.cache_name("train" if training else "eval", input_context)
+        source = decoded_cache.cache_decoded(source, decoded_cache_dir, name)
     if training and shuffle_buffer:
         source = source.shuffle(shuffle_buffer, seed=seed)
     if training if repeat is None else repeat:
@@ -37,9 +47,10 @@ def prepare_source(
     return source
 
 
-def prepare_task_source(source, config, split: str, input_context=None, repeat=None):
+def prepare_task_source(source, config, split: str, input_context=None, repeat=None, decode=None):
     """`prepare_source` with a task config's settings (train.shuffle_buffer, train.seed,
-    eval.max_images) for `split` ("train" shuffles and repeats)."""
+    eval.max_images, data.decoded_cache for training) for `split` ("train" shuffles and
+    repeats)."""
     return prepare_source(
         source,
         split == "train",
@@ -48,4 +59,6 @@ def prepare_task_source(source, config, split: str, input_context=None, repeat=N
         input_context=input_context,
         repeat=repeat,
         max_examples=config.eval.max_images,
+        decoded_cache_dir=config.data.get("decoded_cache", "") if split == "train" else "",
+        decode=decode,
     )

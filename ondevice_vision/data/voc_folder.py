@@ -216,9 +216,13 @@ def read_voc_folder(
 
 
 def load_voc_folder(
-    directory: str, class_names: Sequence[str] | None = None, image_set: str | None = None
+    directory: str,
+    class_names: Sequence[str] | None = None,
+    image_set: str | None = None,
+    encoded: bool = False,
 ) -> tuple[tf.data.Dataset, LabelMap]:
-    """Decoded detection examples from a VOC folder, in image_id order."""
+    """Decoded detection examples from a VOC folder, in image_id order (`encoded`: the files'
+    bytes as "encoded_image" instead of "image")."""
     records, label_map, _ = read_voc_folder(directory, class_names, image_set)
     ds = image_decode.image_files_dataset(
         [r["path"] for r in records],
@@ -229,5 +233,6 @@ def load_voc_folder(
             "is_crowd": [r["is_crowd"] for r in records],
         },
         orientations=[r["orientation"] for r in records],
+        encoded=encoded,
     )
     return ds, label_map

@@ -1,7 +1,8 @@
 """The detection task: SSDLite model, COCO-style input pipeline with anchor targets, losses.
 
-Anchor matching runs in the input pipeline (parallel, on the host), so the train step only runs
-the network and the loss.
+Anchor matching runs in the input pipeline (on the host, once per batch), so the train step only
+runs the network and the loss. Image files are decoded after shuffling, a JPEG only inside its
+SSD crop window (docs/speed.md says what each step of the pipeline costs).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import tensorflow as tf
 from ondevice_vision import drawing
 from ondevice_vision.data import detection_augment
 from ondevice_vision.data.detection_sources import load_detection_source
-from ondevice_vision.data.image_decode import resize_pixels
+from ondevice_vision.data.image_decode import apply_orientation, decode_rgb, resize_pixels
 from ondevice_vision.data.label_map import LabelMap
 from ondevice_vision.data.pipeline import prepare_task_source
 from ondevice_vision.heads import losses, ssdlite, target_assigner
@@ -77,26 +78,54 @@ def _pad(tensor, size, value):
     return tf.pad(tensor, paddings, constant_values=value)
 
 
-def parse_example(example, config, anchor_boxes, remap, training: bool):
-    """Decoded example -> (image float32 [H, W, 3] in 0..255, labels dict)."""
-    image = example["image"]
+def parse_example(example, config, remap, training: bool):
+    """Decoded or encoded example -> (image float32 [H, W, 3] in 0..255, labels without targets).
+
+    The crop is drawn from the image's shape and applied while decoding; the flip comes after the
+    resize (the same pixels, as bilinear resizing is mirror-symmetric, on fewer of them).
+    """
     boxes = tf.reshape(tf.cast(example["boxes"], tf.float32), [-1, 4])
     classes = tf.cast(example["classes"], tf.int32)
     if remap is not None:
         classes = tf.gather(remap, classes)
     is_crowd = tf.cast(example["is_crowd"], tf.bool)
-    original_size = tf.shape(image)[:2]
-    if training and config.data.augment:
-        image, boxes, classes, is_crowd = detection_augment.ssd_random_crop(
-            image, boxes, classes, is_crowd
+    augment = training and config.data.augment
+    if "encoded_image" in example and augment:
+        image, boxes, classes, is_crowd, original_size = detection_augment.ssd_random_crop_encoded(
+            example["encoded_image"], boxes, classes, is_crowd, example.get("orientation", 1)
         )
-        image, boxes = detection_augment.random_horizontal_flip(image, boxes)
+    else:
+        image = example["image"] if "image" in example else _decode(example)["image"]
+        original_size = tf.shape(image)[:2]
+        if augment:
+            image, boxes, classes, is_crowd = detection_augment.ssd_random_crop(
+                image, boxes, classes, is_crowd
+            )
     image = resize_pixels(image, config.model.input_size)
+    if augment:
+        image, boxes = detection_augment.random_horizontal_flip(image, boxes)
+    max_boxes = config.data.max_boxes
+    labels = {
+        "image_id": tf.cast(example["image_id"], tf.int64),
+        "image_info": tf.cast(original_size, tf.int32),
+        "gt_boxes": _pad(boxes, max_boxes, 0.0),
+        "gt_classes": _pad(classes, max_boxes, -1),
+        "gt_is_crowd": _pad(is_crowd, max_boxes, False),
+    }
+    return image, labels
+
+
+def add_targets(images, labels, config, anchor_boxes):
+    """Anchor targets of a whole batch at once (see target_assigner.assign_targets_batch).
+
+    Matching sees the first data.max_boxes boxes of an image (100; COCO's most crowded image
+    has fewer), the boxes that `gt_boxes` holds.
+    """
     m = config.model
-    targets = target_assigner.assign_targets(
-        boxes,
-        classes,
-        is_crowd,
+    targets = target_assigner.assign_targets_batch(
+        labels["gt_boxes"],
+        labels["gt_classes"],
+        labels["gt_is_crowd"],
         anchor_boxes,
         num_classes=m.num_classes,
         matched_threshold=m.matcher.matched_threshold,
@@ -105,31 +134,33 @@ def parse_example(example, config, anchor_boxes, remap, training: bool):
         scale_factors=tuple(m.anchors.box_scale_factors),
         crowd_matches=m.matcher.get("crowd_matches", "ignore"),
     )
-    max_boxes = config.data.max_boxes
-    labels = dict(targets)
-    labels["image_id"] = tf.cast(example["image_id"], tf.int64)
-    labels["image_info"] = tf.cast(original_size, tf.int32)
-    labels["gt_boxes"] = _pad(boxes, max_boxes, 0.0)
-    labels["gt_classes"] = _pad(classes, max_boxes, -1)
-    labels["gt_is_crowd"] = _pad(is_crowd, max_boxes, False)
-    return image, labels
+    return images, {**targets, **labels}
+
+
+def _decode(example):
+    if "encoded_image" not in example:
+        return example
+    example = dict(example)
+    image = decode_rgb(example.pop("encoded_image"))
+    example["image"] = apply_orientation(image, example.pop("orientation", 1))
+    return example
 
 
 def build_dataset(config, split: str, batch_size: int, input_context=None, repeat=None):
     """Batched (images, labels) of `split` and the model's LabelMap."""
     training = split == "train"
-    source, source_map = load_detection_source(config.data, split)
+    source, source_map = load_detection_source(config.data, split, encoded=True)
     label_map = model_label_map(config, source_map)
-    source = prepare_task_source(source, config, split, input_context, repeat)
+    source = prepare_task_source(source, config, split, input_context, repeat, decode=_decode)
     parse = functools.partial(
-        parse_example,
-        config=config,
-        anchor_boxes=tf.constant(anchors(config)),
-        remap=_class_remap(config, source_map),
-        training=training,
+        parse_example, config=config, remap=_class_remap(config, source_map), training=training
     )
     ds = source.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
     ds = ds.batch(batch_size, drop_remainder=training)
+    targets = functools.partial(
+        add_targets, config=config, anchor_boxes=tf.constant(anchors(config))
+    )
+    ds = ds.map(targets, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
     return ds.prefetch(tf.data.AUTOTUNE), label_map
 
 

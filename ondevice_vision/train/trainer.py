@@ -97,7 +97,13 @@ class Trainer:
         self.per_replica_batch = self.global_batch // replicas
         if tc.nan_policy not in NAN_POLICIES:
             raise ValueError(f"train.nan_policy must be stop or skip, got {tc.nan_policy!r}")
-        self.input = TrainInput(strategy, self._build_train_dataset, self.global_batch)
+        self.input = TrainInput(
+            strategy,
+            self._build_train_dataset,
+            self.global_batch,
+            data_service=tc.get("data_service", ""),
+            data_service_sharding=tc.get("data_service_sharding", "off"),
+        )
         logging.info(
             "Strategy %s: %d replicas on %d input workers, per-replica batch %d, global batch %d",
             type(strategy).__name__,
@@ -322,7 +328,7 @@ class Trainer:
         latest = checkpoints.restore_newest_readable(checkpoint, self.workdir)
         if not latest:
             self._initialise_weights()
-        save_data = self.input.checkpointable and tc.checkpoint_data_iterator
+        save_data = self.input.saves_position and tc.checkpoint_data_iterator
         restore_data = bool(latest) and save_data and checkpoints.has_entry(latest, "data")
         if latest and not restore_data:
             # A fresh pipeline with the original seed would replay the run's first batches.

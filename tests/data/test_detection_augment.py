@@ -161,3 +161,97 @@ def test_ssd_random_crop_rejects_mismatched_case_lists():
     image, boxes, classes, crowd = _scene()
     with pytest.raises(ValueError, match="overlap_thresh"):
         aug.ssd_random_crop(image, boxes, classes, crowd, overlap_thresh=(0.5,))
+
+
+def _old_ssd_random_crop(image, boxes, classes, is_crowd):
+    """The crop as it was before the window refactor (slices inside each case), for comparison."""
+
+    def case(i):
+        def crop():
+            begin, size, window = tf.image.sample_distorted_bounding_box(
+                tf.shape(image),
+                bounding_boxes=tf.expand_dims(tf.clip_by_value(boxes, 0.0, 1.0), 1),
+                min_object_covered=aug.SSD_MIN_OBJECT_COVERED[i],
+                aspect_ratio_range=list(aug.SSD_ASPECT_RATIO_RANGE[i]),
+                area_range=list(aug.SSD_AREA_RANGE[i]),
+                max_attempts=100,
+                use_image_if_no_bounding_boxes=True,
+            )
+            b, c, k = aug.crop_boxes_to_window(
+                boxes, classes, is_crowd, tf.reshape(window, [4]), aug.SSD_OVERLAP_THRESH[i]
+            )
+            return tf.slice(image, begin, size), b, c, k
+
+        keep = tf.random.uniform([]) <= aug.SSD_RANDOM_COEF[i]
+        return lambda: tf.cond(keep, lambda: (image, boxes, classes, is_crowd), crop)
+
+    index = tf.random.uniform([], maxval=7, dtype=tf.int32)
+    return tf.switch_case(index, [case(i) for i in range(7)])
+
+
+def _crop_statistics(crop_fn, n=250):
+    image, boxes, classes, crowd = _scene()
+    encoded = tf.io.encode_jpeg(image, quality=95)
+    ds = tf.data.Dataset.from_tensors((encoded, boxes, classes, crowd)).repeat(n)
+    ds = ds.map(lambda *ex: crop_fn(*ex), num_parallel_calls=2)
+    rows = []
+    for img, b, _, _ in ds.as_numpy_iterator():
+        rows.append([img.shape[0], img.shape[1], len(b), b[:, 0].sum(), b[:, 3].sum()])
+    return np.array(rows, np.float64)
+
+
+def _ks_statistic(a, b):
+    grid = np.sort(np.concatenate([a, b]))
+    cdf_a = np.searchsorted(np.sort(a), grid, side="right") / len(a)
+    cdf_b = np.searchsorted(np.sort(b), grid, side="right") / len(b)
+    return np.abs(cdf_a - cdf_b).max()
+
+
+def test_crop_of_encoded_jpeg_has_the_old_crop_distribution():
+    """Windows drawn from the JPEG header and decoded with decode_and_crop_jpeg: crop heights,
+    widths, boxes kept and box coordinates distributed as by the old decode-then-crop code
+    (two-sample Kolmogorov-Smirnov, 250 draws each; 0.175 is the 0.1% critical value)."""
+
+    def old(encoded, boxes, classes, crowd):
+        image = tf.io.decode_jpeg(encoded, channels=3)
+        return _old_ssd_random_crop(image, boxes, classes, crowd)
+
+    def new(encoded, boxes, classes, crowd):
+        return aug.ssd_random_crop_encoded(encoded, boxes, classes, crowd)[:4]
+
+    before, after = _crop_statistics(old), _crop_statistics(new)
+    for column, name in enumerate(["height", "width", "boxes kept", "sum ymin", "sum xmax"]):
+        assert _ks_statistic(before[:, column], after[:, column]) < 0.175, name
+    # The draws are random crops, not one fixed window.
+    assert len(np.unique(after[:, 0])) > 10 and (after[:, 0] == _H).mean() > 0.1
+
+
+def test_decode_and_crop_matches_decode_then_slice():
+    image, boxes, classes, crowd = _scene()
+    rng = np.random.default_rng(0)
+    image = np.clip(image.astype(int) + rng.integers(0, 60, image.shape), 0, 255).astype(np.uint8)
+    encoded = tf.io.encode_jpeg(image, quality=90)
+    decoded = tf.io.decode_jpeg(encoded, channels=3).numpy().astype(int)
+    for _ in range(20):
+        cropped, new_boxes, _, _, original = aug.ssd_random_crop_encoded(
+            encoded, boxes, classes, crowd
+        )
+        assert tuple(original.numpy()) == (_H, _W)
+        h, w = cropped.shape[:2]
+        # Find the window: the slice of the full decode closest to the crop.
+        errors = {
+            (y, x): np.abs(decoded[y : y + h, x : x + w] - cropped.numpy()).mean()
+            for y in range(_H - h + 1)
+            for x in range(_W - w + 1)
+        }
+        (y, x), err = min(errors.items(), key=lambda kv: kv[1])
+        assert err < 1.0  # a few levels along the window's edges (chroma upsampling), no more
+        # PNG and other formats take the decode-then-slice path: exact pixels.
+    png = tf.io.encode_png(image)
+    cropped, *_ = aug.ssd_random_crop_encoded(png, boxes, classes, crowd)
+    h, w = cropped.shape[:2]
+    assert any(
+        np.array_equal(image[y : y + h, x : x + w], cropped.numpy())
+        for y in range(_H - h + 1)
+        for x in range(_W - w + 1)
+    )

@@ -120,3 +120,36 @@ def test_preprocess_eval_keeps_full_resolution():
     assert image.dtype == tf.float32 and mask.dtype == tf.uint8
     np.testing.assert_array_equal(image.numpy(), example["image"].numpy())
     np.testing.assert_array_equal(mask.numpy(), example["mask"].numpy())
+
+
+@pytest.mark.parametrize(
+    "shape, crop, scales",
+    [
+        ((64, 128), (48, 48), (0.5, 2.0)),
+        ((40, 30), (50, 50), (0.5, 2.0)),
+        ((33, 77), (20, 31), (1.0, 1.0)),
+    ],
+)
+def test_fused_scale_crop_equals_resize_then_crop(monkeypatch, shape, crop, scales):
+    """The fused step gives exactly what random_scale + random_crop_or_pad give for the same
+    draws (scale, top, left): the whole frame resized by tf.image.resize, then cut."""
+    rng = np.random.default_rng(sum(shape))
+    image = tf.constant(rng.integers(0, 256, (*shape, 3), dtype=np.uint8))
+    mask = tf.constant(rng.integers(0, 20, (*shape, 1), dtype=np.uint8))
+    real_uniform = tf.random.uniform
+    for seed in range(4):
+        draws = []
+
+        def recording(*args, draws=draws, **kwargs):
+            draws.append(real_uniform(*args, **kwargs))
+            return draws[-1]
+
+        monkeypatch.setattr(tf.random, "uniform", recording)
+        old = aug.random_crop_or_pad(*aug.random_scale(image, mask, *scales), crop)
+        replay = iter(list(draws))
+        monkeypatch.setattr(tf.random, "uniform", lambda *a, replay=replay, **k: next(replay))
+        new = aug.random_scale_crop_or_pad(image, mask, crop, *scales)
+        monkeypatch.setattr(tf.random, "uniform", real_uniform)
+        assert next(replay, None) is None, "the fused step drew fewer numbers"
+        np.testing.assert_allclose(new[0].numpy(), old[0].numpy(), atol=1e-3, err_msg=str(seed))
+        np.testing.assert_array_equal(new[1].numpy(), old[1].numpy())

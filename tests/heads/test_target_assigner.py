@@ -233,3 +233,44 @@ def test_bad_inputs():
         _assign([[0, 0, 0.5, 0.5]], [5], num_classes=5)
     with pytest.raises(tf.errors.InvalidArgumentError, match="gt_classes length"):
         _assign([[0, 0, 0.5, 0.5]], [0, 1], crowd=[False])
+
+
+def test_batch_assignment_equals_per_image_assignment():
+    """assign_targets_batch on a padded batch == assign_targets image by image, bit for bit:
+    empty images, crowd boxes, boxes sharing a best anchor, more boxes than most images."""
+    rng = np.random.default_rng(3)
+    anchors = anchors_lib.ssd_anchors([(8, 8), (4, 4), (2, 2), (1, 1)])
+    counts = [0, 1, 5, 12, 3, 2]
+    max_boxes = 16
+    per_image, padded = [], {"boxes": [], "classes": [], "crowd": []}
+    for n in counts:
+        corners = rng.uniform(0, 1, (n, 2, 2)).astype(np.float32)
+        boxes = np.concatenate([corners.min(1), corners.max(1)], axis=1)
+        if n >= 2:
+            boxes[1] = boxes[0]  # two rows competing for the same best anchor
+        classes = rng.integers(0, 5, n).astype(np.int32)
+        crowd = rng.random(n) < 0.25
+        per_image.append(_assign(boxes, classes, crowd, anchors=anchors))
+        pad = max_boxes - n
+        padded["boxes"].append(np.pad(boxes, [[0, pad], [0, 0]]))
+        padded["classes"].append(np.pad(classes, [0, pad], constant_values=-1))
+        padded["crowd"].append(np.pad(crowd, [0, pad]))
+    batch = ta.assign_targets_batch(
+        np.stack(padded["boxes"]),
+        np.stack(padded["classes"]),
+        np.stack(padded["crowd"]),
+        anchors,
+        num_classes=5,
+    )
+    for i, expected in enumerate(per_image):
+        for key, value in expected.items():
+            np.testing.assert_array_equal(batch[key][i].numpy(), value, err_msg=f"{key} {i}")
+    all_empty = ta.assign_targets_batch(
+        np.zeros((2, 4, 4), np.float32),
+        -np.ones((2, 4), np.int32),
+        np.zeros((2, 4), bool),
+        anchors,
+        num_classes=5,
+    )
+    assert not all_empty["box_weights"].numpy().any()
+    assert all_empty["cls_weights"].numpy().all()
