@@ -146,7 +146,7 @@ def test_data_iterator_position_is_restored_from_a_checkpoint(tmp_path):
     assert [next(restarted)[1]["image_id"].numpy().tolist() for _ in range(4)] != ahead
 
 
-def test_remove_incomplete_deletes_only_what_the_index_does_not_list(tmp_path):
+def test_tidy_removes_only_what_a_killed_save_leaves(tmp_path):
     workdir = str(tmp_path)
     checkpoint = tf.train.Checkpoint(v=tf.Variable(1.0))
     manager = checkpointing.make_manager(checkpoint, workdir, keep=3)
@@ -158,7 +158,7 @@ def test_remove_incomplete_deletes_only_what_the_index_does_not_list(tmp_path):
     (directory / "ckpt-3_temp" / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"x")
     for suffix in (".index", ".data-00000-of-00001"):
         (directory / f"ckpt-3{suffix}").write_bytes(b"partial")
-    removed = checkpointing.remove_incomplete(workdir)
+    removed = checkpointing.tidy_checkpoint_dir(workdir)["removed"]
     assert sorted(os.path.basename(p) for p in removed) == [
         "ckpt-3.data-00000-of-00001",
         "ckpt-3.index",
