@@ -242,7 +242,10 @@ class QuantizationSimulator(tf.Module):
         return self.quantize(key + "/hard_sigmoid", shifted * scale)
 
     def _attention_pooling(self, op, key, x):
-        # Two matrix products (FULLY_CONNECTED in TFLite), each output int8.
+        if x.shape[1] is not None and x.shape[2] is not None:
+            # A known size (every export): one AVERAGE_POOL_2D, one int8 output (decoder.py).
+            return self.quantize(key, op(x))
+        # Otherwise two matrix products (FULLY_CONNECTED in TFLite), each output int8.
         shape = tf.shape(x)
         rows = decoder._averaging_matrix(shape[1], op.window[0], op.strides[0], tf.float32)
         cols = decoder._averaging_matrix(shape[2], op.window[1], op.strides[1], tf.float32)
