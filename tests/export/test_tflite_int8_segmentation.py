@@ -123,7 +123,10 @@ def test_int8_v3_segmenter_has_only_edge_tpu_operations(trained):
 def test_int8_segmenter_runs_on_xnnpack_int8_kernels(trained):
     names = delegated_ops(trained[3].path)
     assert "HARD_SWISH" not in names
-    assert names.count("DELEGATE") == 1, names  # everything between the two QUANTIZE ops
+    # Everything between the two QUANTIZE ops, except the attention pooling's AVERAGE_POOL_2D
+    # (at a known size, for the Edge TPU), which XNNPACK leaves out: one small op on the
+    # stride-16 map splits the graph in two.
+    assert "AVERAGE_POOL_2D" in names and names.count("DELEGATE") <= 2, names
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +147,7 @@ def test_quantization_aware_int8_loses_no_more_than_post_training(trained, quant
     assert interpreter.get_output_details()[0]["dtype"] == np.uint8
     for name, ins, outs in ops:
         assert np.float32 not in ins | outs, f"{name} computes in float: {ins} -> {outs}"
-    assert delegated_ops(qat_int8.path).count("DELEGATE") == 1
+    assert delegated_ops(qat_int8.path).count("DELEGATE") <= 2
     images, targets = training_examples(config)
     masks = targets["mask"][..., 0]
     qat_maps = qat_int8.predict(images)["semantic_map"]
