@@ -3,8 +3,6 @@ detection): inference mode must agree with batch statistics on the training imag
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -117,15 +115,24 @@ def test_segmentation_default_momentum_short_run(tmp_path):
     assert ce_after[0] < 0.5 * ce[0], (ce, ce_after)
 
 
-def test_detection_default_momentum_short_run_saves_recalibrated_statistics(tmp_path, caplog):
+def test_detection_default_momentum_short_run_saves_recalibrated_statistics(tmp_path, monkeypatch):
     config = ssdlite_mobilenet_v3_small_320_coco.get_config("smoke")
     assert config.model.backbone_bn_momentum == config.model.head_bn_momentum == 0.97
     config.data.augment = False
     config.data.num_train = 16
     config.train.batch_size = 8
-    with caplog.at_level(logging.INFO):
-        trainer, before = _short_run(config, tmp_path, steps=30, recalibration_steps=8)
-    assert sum("Re-estimated the statistics" in r.getMessage() for r in caplog.records) == 1
+    from ondevice_vision.train import bn_recalibration
+
+    # absl's logger may have been reconfigured by an earlier test in this worker: record calls.
+    lines = []
+    real_info = bn_recalibration.logging.info
+    monkeypatch.setattr(
+        bn_recalibration.logging,
+        "info",
+        lambda msg, *a: (lines.append(msg % a if a else msg), real_info(msg, *a)),
+    )
+    trainer, before = _short_run(config, tmp_path, steps=30, recalibration_steps=8)
+    assert sum("Re-estimated the statistics" in line for line in lines) == 1
     batches = _batches(trainer, 2)
     inference, batch_stats = _detection_losses(trainer, batches)
     # Not closer: at 128x128 the last three extra layers are 1x1 maps, whose batch statistics

@@ -104,7 +104,8 @@ def test_two_workers_train_like_one_device_and_stop_together(tmp_path):
         np.testing.assert_allclose(value, reference_weights[key], atol=WEIGHT_ATOL, err_msg=key)
 
     # Only the chief wrote: one checkpoint directory, the other worker's scratch copy is gone.
-    assert sorted(os.listdir(multi)) == ["checkpoints", "config.json", "train"]
+    # train.lock: the chief's workdir lock (the other worker writes nothing here).
+    assert sorted(os.listdir(multi)) == ["checkpoints", "config.json", "train", "train.lock"]
     saved = sorted({2, stopped})
     assert sorted(os.listdir(multi / "checkpoints")) == sorted(
         ["checkpoint"]
