@@ -32,6 +32,9 @@ def segmentation_config(backbone: str) -> ml_collections.ConfigDict:
     config.data.crop_size = (769, 769)
     config.data.min_scale = 0.5
     config.data.max_scale = 2.0
+    # Mirror half of the training crops left-right (DeepLab's training input does). Off only for
+    # runs that must see their images exactly as stored, e.g. fitting two images in a test.
+    config.data.random_flip = True
     config.train = common.train_config()
     config.train.schedule = "poly"
     config.train.poly_power = 0.9

@@ -49,7 +49,7 @@ def crop_boxes_to_window(
     classes: tf.Tensor,
     is_crowd: tf.Tensor,
     window: tf.Tensor,
-    overlap_thresh: float,
+    overlap_thresh: float | tf.Tensor,
     clip_boxes: bool = True,
 ):
     """Boxes of a crop `window` (normalised yxyx) the way the OD API's random_crop_image does it.
@@ -80,6 +80,10 @@ def crop_boxes_to_window(
     )
 
 
+def _hashable(value):
+    return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
 def _case_lists(
     min_object_covered, aspect_ratio_range, area_range, overlap_thresh, clip_boxes, random_coef
 ):
@@ -103,10 +107,10 @@ def random_crop_window(
     boxes: tf.Tensor,
     classes: tf.Tensor,
     is_crowd: tf.Tensor,
-    min_object_covered: float = 1.0,
+    min_object_covered: float | tf.Tensor = 1.0,
     aspect_ratio_range: Sequence[float] = (0.75, 1.33),
     area_range: Sequence[float] = (0.1, 1.0),
-    overlap_thresh: float = 0.3,
+    overlap_thresh: float | tf.Tensor = 0.3,
     clip_boxes: bool = True,
     random_coef: float = 0.0,
 ):
@@ -190,6 +194,28 @@ def ssd_random_crop_window(
     num_cases = _case_lists(
         min_object_covered, aspect_ratio_range, area_range, overlap_thresh, clip_boxes, random_coef
     )
+    index = tf.random.uniform([], maxval=num_cases, dtype=tf.int32)
+    if all(
+        len(set(map(_hashable, v))) == 1
+        for v in (aspect_ratio_range, area_range, clip_boxes, random_coef)
+    ):
+        # The recipes' cases differ only in the two thresholds: one draw with the case's
+        # thresholds picked by index is the same random process as the switch over seven
+        # copies of the crop graph, at a third of the cost in tf.data (op count, not arithmetic).
+        offset, size, boxes, classes, is_crowd = random_crop_window(
+            image_shape,
+            boxes,
+            classes,
+            is_crowd,
+            min_object_covered=tf.gather(tf.constant(min_object_covered, tf.float32), index),
+            aspect_ratio_range=aspect_ratio_range[0],
+            area_range=area_range[0],
+            overlap_thresh=tf.gather(tf.constant(overlap_thresh, tf.float32), index),
+            clip_boxes=clip_boxes[0],
+            random_coef=random_coef[0],
+        )
+        boxes.set_shape([None, 4])
+        return offset, size, boxes, classes, is_crowd
 
     def case(i):
         return lambda: random_crop_window(
@@ -205,7 +231,6 @@ def ssd_random_crop_window(
             random_coef=random_coef[i],
         )
 
-    index = tf.random.uniform([], maxval=num_cases, dtype=tf.int32)
     offset, size, boxes, classes, is_crowd = tf.switch_case(
         index, [case(i) for i in range(num_cases)]
     )

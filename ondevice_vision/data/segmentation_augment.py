@@ -151,15 +151,17 @@ def preprocess_train(
     min_scale: float = 0.5,
     max_scale: float = 2.0,
     ignore_label: int = 255,
+    flip: bool = True,
 ):
     """Decoded example -> (image float32 [crop_h, crop_w, 3] 0..255, mask uint8 [.., .., 1]).
 
-    `random_scale` + `random_crop_or_pad` + `random_horizontal_flip`, computed as one fused step.
+    `random_scale` + `random_crop_or_pad` computed as one fused step, then (with `flip`)
+    `random_horizontal_flip`.
     """
     image, mask = random_scale_crop_or_pad(
         example["image"], example["mask"], crop_size, min_scale, max_scale, ignore_label
     )
-    return random_horizontal_flip(image, mask)
+    return random_horizontal_flip(image, mask) if flip else (image, mask)
 
 
 def preprocess_eval(example: dict):

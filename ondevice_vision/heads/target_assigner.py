@@ -231,12 +231,21 @@ def assign_targets_batch(
         num_anchors = tf.shape(anchors)[0]
         best_column = tf.argmax(similarity, axis=2, output_type=tf.int32)  # [B, N]
         force_rows = tf.logical_and(valid, tf.logical_not(gt_is_crowd))
-        indicators = tf.one_hot(best_column, depth=num_anchors) * tf.cast(
-            force_rows[:, :, tf.newaxis], tf.float32
+        # Each anchor takes the first row that forces it, as the argmax over a one-hot [B, N, A]
+        # of forcing rows does in the per-image matcher; a scatter-min of the [B, N] row indices
+        # gives the same rows without the [B, N, A] tensors (a third of the batch's matching
+        # time in tf.data). `none` (larger than any row) marks anchors no row forces.
+        none = tf.shape(gt_boxes)[1]
+        batch_index = tf.broadcast_to(
+            tf.range(tf.shape(gt_boxes)[0])[:, tf.newaxis], tf.shape(best_column)
         )
-        forced_row = tf.argmax(indicators, axis=1, output_type=tf.int32)
-        forced = tf.cast(tf.reduce_max(indicators, axis=1), tf.bool)
-        matches = tf.where(forced, forced_row, matches)
+        row_index = tf.broadcast_to(tf.range(none)[tf.newaxis, :], tf.shape(best_column))
+        forced_row = tf.tensor_scatter_nd_min(
+            tf.fill(tf.stack([tf.shape(gt_boxes)[0], num_anchors]), none),
+            tf.stack([batch_index, best_column], axis=-1),
+            tf.where(force_rows, row_index, none),
+        )
+        matches = tf.where(forced_row < none, forced_row, matches)
 
     batch = tf.shape(gt_boxes)[0]
     num_gt = tf.shape(gt_boxes)[1]

@@ -58,6 +58,7 @@ def _train_example(example, config):
         min_scale=d.min_scale,
         max_scale=d.max_scale,
         ignore_label=IGNORE_LABEL,
+        flip=d.get("random_flip", True),
     )
     return image, {"mask": mask}
 

@@ -3,13 +3,14 @@
 Inference uses each BN layer's moving mean and variance, an exponential average with momentum
 m over the training steps: it forgets its initial value (mean 0, variance 1) only after several
 times 1 / (1 - m) steps, 333 for the DeepLab recipe's 0.997, and until then describes weights
-that changed long ago. A short run, a fine-tune, or a quantisation-aware phase therefore
+that changed long ago. A short run or a fine-tune therefore
 evaluates with statistics that do not match its own weights, whatever the loss says. The fix
 used here (as in PyTorch's `torch.optim.swa_utils.update_bn` and the QAT literature): with the
 weights fixed, forward N training batches in training mode and set every moving statistic to
 the plain mean of the N batch statistics. The trainer does it before each evaluation and before
 the final checkpoint, so evaluation, export and the saved model all use statistics of the final
-weights. Layers frozen with `trainable=False` keep theirs.
+weights. Layers frozen with `trainable=False` keep theirs, and so does a quantization-aware run after its
+`delay` (the trainer skips it: the folded weights were trained against the frozen statistics).
 """
 
 from __future__ import annotations

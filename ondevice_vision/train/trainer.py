@@ -314,6 +314,17 @@ class Trainer:
         steps = int(self.config.train.get("bn_recalibration_steps") or 0)
         if steps <= 0:
             return
+        if self.quantization is not None and int(self.step.numpy()) >= int(
+            self.config.train.quantization.delay
+        ):
+            # Quantization-aware training froze the statistics at `delay` and trained the folded
+            # weights against them: they are part of the network now, and new ones would change
+            # what training simulated (and the int8 export computes).
+            logging.info(
+                "Batch-norm statistics stay frozen (quantization-aware since step %d)",
+                int(self.config.train.quantization.delay),
+            )
+            return
         if self._bn_recalibration is None:
             self._bn_recalibration = BatchNormRecalibration(
                 self.model, self.strategy, self.input.next_batch

@@ -97,6 +97,26 @@ def test_flip_is_shared_and_happens_both_ways():
     assert outcomes == {False, True}
 
 
+@pytest.mark.parametrize("flip", [True, False])
+def test_preprocess_train_flips_only_when_asked(flip):
+    """data.random_flip: with scale 1 and the crop the image's size, the only change left is the
+    flip, so the crop is the stored image, or its mirror about half the time."""
+    image, mask = _coordinate_pair(6, 9)
+    example = {"image": image, "mask": mask}
+    mirrored = 0
+    for _ in range(40):
+        out_image, out_mask = aug.preprocess_train(
+            example, crop_size=(6, 9), min_scale=1.0, max_scale=1.0, flip=flip
+        )
+        is_mirror = np.array_equal(out_mask.numpy(), np.flip(mask.numpy(), axis=1))
+        expected = np.flip(image.numpy(), axis=1) if is_mirror else image.numpy()
+        np.testing.assert_array_equal(out_image.numpy(), expected)
+        if not is_mirror:
+            np.testing.assert_array_equal(out_mask.numpy(), mask.numpy())
+        mirrored += is_mirror
+    assert (0 < mirrored < 40) if flip else mirrored == 0
+
+
 def test_preprocess_train_in_tf_data():
     examples = [_class_pair(seed=s) for s in range(4)]
     ds = tf.data.Dataset.from_tensor_slices(

@@ -152,10 +152,11 @@ def quantization_aware(trained, tmp_path_factory):
 
 
 def test_quantization_aware_int8_loses_no_more_than_post_training(trained, quantization_aware):
-    """The float -> int8 drop: post-training (the float model's calibrated int8 export) against
-    quantization-aware (the float model fine-tuned with int8 simulated, exported from the learned
-    ranges, no calibration). Asserted on AP50 (smaller where post-training loses more than
-    0.02); AP printed too, and the fine-tuned model's own float metrics."""
+    """The float -> int8 drop: post-training (the float model -> its calibrated int8 export)
+    against quantization-aware (the float model fine-tuned with int8 simulated -> its export from
+    the learned ranges, no calibration; the drop from the fine-tuned network's own float
+    metrics). Asserted on AP50 (smaller where post-training loses more than 0.02), and the
+    quantization-aware int8 AP50 within the int8 bound of the first float model; AP printed."""
     config, model, labels, ptq = trained
     _, qat_model, qat_int8, _ = quantization_aware
     assert qat_int8.info.extra["quantization_aware"] is True
@@ -177,8 +178,14 @@ def test_quantization_aware_int8_loses_no_more_than_post_training(trained, quant
     for m in ("AP", "AP50"):
         # A gain (int8 above float) is no drop.
         report[f"ptq_drop_{m}"] = max(0.0, metrics["float"][m] - metrics["ptq_int8"][m])
-        report[f"qat_drop_{m}"] = max(0.0, metrics["float"][m] - metrics["qat_int8"][m])
+        # From its own float network, as for segmentation: the fine-tuning moves the float
+        # metrics by itself (training noise on two images), which is bounded end to end.
+        report[f"qat_drop_{m}"] = max(0.0, metrics["qat_float"][m] - metrics["qat_int8"][m])
+        report[f"qat_drop_from_first_float_{m}"] = max(
+            0.0, metrics["float"][m] - metrics["qat_int8"][m]
+        )
     print(json.dumps({"qat_detection": report}))
+    assert report["qat_drop_from_first_float_AP50"] <= AP50_DROP_BOUND
     assert report["qat_drop_AP50"] <= report["ptq_drop_AP50"]
     if report["ptq_drop_AP50"] > 0.02:
         assert report["qat_drop_AP50"] < report["ptq_drop_AP50"]

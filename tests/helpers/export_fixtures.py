@@ -58,6 +58,10 @@ def overfit_segmentation_config():
     config.data.crop_size = (64, 64)
     config.data.num_train = 2
     config.data.min_scale = config.data.max_scale = 1.0
+    # No flips: the batch-norm statistics then come from exactly the images the tests score
+    # (with flips, eval-mode mIoU fell to 0.86 in one of three fits whose training-mode mIoU was
+    # 0.97: a net fitted to two images is that sensitive to the statistics of their mirrors).
+    config.data.random_flip = False
     # 80 steps fitted most runs; 120 leave no run short of the bounds below (mIoU > 0.8).
     config.train.total_steps = 120
     config.train.warmup_steps = 5
