@@ -416,6 +416,7 @@ class Trainer:
                 if eval_fn and eval_every:
                     boundaries.append(_next_multiple(step, eval_every))
                 num_steps = min(boundaries) - step
+                first_step = step
                 try:
                     means, status = run_interruptible(
                         train_loop, iterator, tf.constant(num_steps, tf.int64)
@@ -447,27 +448,30 @@ class Trainer:
                         step,
                         skipped,
                     )
-                eval_now = bool(eval_fn and eval_every and step % eval_every == 0)
-                if step == tc.total_steps or eval_now:
-                    self.recalibrate_batch_norm()
-                scalars = {k: float(v.numpy()) for k, v in means.items()}
-                scalars["lr"] = float(self.schedule(step - 1))
-                scalars["grad_norm"] = float(status["grad_norm"])
-                last_scalars = scalars
-                if step % tc.log_every_steps == 0 or step == tc.total_steps:
-                    speed = progress.update(step)
-                    logging.info(progress.line(step, scalars, speed))
-                    with writer.as_default(step=step):
-                        for k, v in scalars.items():
-                            name = k if k in ("lr", "grad_norm") else f"loss/{k}"
-                            tf.summary.scalar(name, v)
-                        tf.summary.scalar("speed/images_per_sec", speed["images_per_sec"])
-                        tf.summary.scalar("speed/steps_per_sec", speed["steps_per_sec"])
-                        tf.summary.scalar("skipped_steps", skipped)
-                    writer.flush()
-                if step % tc.checkpoint_every_steps == 0 or step == tc.total_steps:
-                    save(step)
-                    saved_step = step
+                # A stop request can end the loop before its first step: nothing ran, so there
+                # is nothing to log or save (logging would write zeros over this step's losses).
+                if step > first_step:
+                    eval_now = bool(eval_fn and eval_every and step % eval_every == 0)
+                    if step == tc.total_steps or eval_now:
+                        self.recalibrate_batch_norm()
+                    scalars = {k: float(v.numpy()) for k, v in means.items()}
+                    scalars["lr"] = float(self.schedule(step - 1))
+                    scalars["grad_norm"] = float(status["grad_norm"])
+                    last_scalars = scalars
+                    if step % tc.log_every_steps == 0 or step == tc.total_steps:
+                        speed = progress.update(step)
+                        logging.info(progress.line(step, scalars, speed))
+                        with writer.as_default(step=step):
+                            for k, v in scalars.items():
+                                name = k if k in ("lr", "grad_norm") else f"loss/{k}"
+                                tf.summary.scalar(name, v)
+                            tf.summary.scalar("speed/images_per_sec", speed["images_per_sec"])
+                            tf.summary.scalar("speed/steps_per_sec", speed["steps_per_sec"])
+                            tf.summary.scalar("skipped_steps", skipped)
+                        writer.flush()
+                    if step % tc.checkpoint_every_steps == 0 or step == tc.total_steps:
+                        save(step)
+                        saved_step = step
                 stop = preemption.requested
                 if any_worker is not None:
                     stop = bool(any_worker(tf.constant(stop)))

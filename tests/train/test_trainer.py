@@ -222,3 +222,43 @@ def test_a_second_trainer_on_a_locked_workdir_is_refused(tmp_path):
         with pytest.raises(WorkdirLockedError, match="in use by the training run"):
             trainer.train()
     assert not os.path.exists(os.path.join(workdir, "checkpoints"))
+
+
+def test_a_stop_before_a_loops_first_step_logs_nothing_over_the_last_step(tmp_path):
+    """A signal that lands between two loops stops the next one before its first step: the
+    trainer saves and stops, and writes no zero losses over the last step's (a multi-worker run
+    once logged loss 0.0 at its stop step that way)."""
+    import signal
+    import time
+
+    from train_cli import scalars
+
+    config = ssdlite_mobilenet_v3_small_shapes.get_config("smoke")
+    config.train.total_steps = 6
+    config.train.warmup_steps = 0
+    config.train.steps_per_loop = 1
+    config.train.log_every_steps = 1
+    config.train.checkpoint_every_steps = 6
+    trainer = trainer_lib.Trainer(config, str(tmp_path), strategy.create_strategy("one_device"))
+    build = trainer._build_train_loop
+    calls = []
+
+    def build_with_signal(keys=None):
+        loop = build(keys)
+
+        def loop_with_signal(iterator, num_steps):
+            calls.append(int(trainer.step.numpy()))
+            if len(calls) == 3:  # after step 2: the signal arrives before the loop's first step
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.5)  # the main thread's handler sets the stop flag meanwhile
+            return loop(iterator, num_steps)
+
+        return loop_with_signal
+
+    trainer._build_train_loop = build_with_signal
+    result = trainer.train()
+    assert result["preempted"] and result["step"] == 2
+    losses = scalars(str(tmp_path), "loss/loss")
+    assert sorted(losses) == [1, 2] and min(losses.values()) > 0, losses
+    assert result["loss"] == pytest.approx(losses[2])
+    assert trainer_lib.checkpoints.latest_checkpoint(str(tmp_path)).endswith("-2")
