@@ -91,9 +91,16 @@ def _task(name):
 
 
 def _one_batch(task, config, batch):
-    """A real batch of the task's pipeline (shapes / synthetic source), kept on the device."""
+    """A real batch of the task's pipeline (shapes / synthetic source), kept on the device.
+
+    Detection batches carry their anchor targets (matched on the host), so the step is the model
+    alone and XLA can compile it (the in-step matching cuts rows to the batch's box count, a
+    data-dependent shape).
+    """
     import tensorflow as tf
 
+    if "anchor_matching" in config.data:
+        config.data.anchor_matching = "input_pipeline"
     dataset, _ = task.build_dataset(config, "train", batch)
     images, labels = next(iter(dataset))
     return tf.identity(images), tf.nest.map_structure(tf.identity, labels)

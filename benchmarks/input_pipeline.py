@@ -47,6 +47,13 @@ flags.DEFINE_string("photo_dir", "", "Folder of JPEG photos to draw pixels from 
 flags.DEFINE_float("seconds", 8.0, "Timed seconds per pipeline (after warm-up).")
 flags.DEFINE_bool("tiny", False, "Tiny images and models' inputs: seconds on any CPU, for CI.")
 flags.DEFINE_string("label", "", "Free text copied into the JSON (e.g. which checkout).")
+flags.DEFINE_enum(
+    "anchor_matching",
+    "",
+    ["", "train_step", "input_pipeline"],
+    "Detection: where anchor targets are computed (data.anchor_matching; default: the "
+    "recipe's). input_pipeline includes the matching in the host's cost.",
+)
 
 
 def _pin(threads: int) -> list[int]:
@@ -85,6 +92,8 @@ def _detection_config(source, root, tiny):
     config.train.batch_size = 8 if tiny else 32
     if tiny:
         config.model.input_size = (128, 128)
+    if FLAGS.anchor_matching and "anchor_matching" in config.data:
+        config.data.anchor_matching = FLAGS.anchor_matching
     return config
 
 
@@ -154,6 +163,7 @@ def main(argv):
         # Images per second of CPU time the process used (all its threads): the cost per core,
         # much less disturbed than wall time by other processes on a shared machine.
         "images_per_cpu_second": {},
+        "anchor_matching": FLAGS.anchor_matching or "recipe default",
     }
     with pipeline_data.tfds_records(coco_root, cityscapes_root):
         for task_name in FLAGS.tasks:

@@ -70,6 +70,10 @@ def detection_config(backbone: str) -> ml_collections.ConfigDict:
     config.data.class_index = "contiguous"
     config.data.max_boxes = 100
     config.data.augment = True
+    # Where training batches get their anchor targets: "train_step" (in the loss, on the
+    # accelerator, as the Object Detection API's SSD loss does; the host only decodes and
+    # augments) or "input_pipeline" (on the host, once per batch). The targets are the same.
+    config.data.anchor_matching = "train_step"
     config.train = common.train_config()
     config.eval = common.eval_config()
     config.eval.annotation_file = config_dict.placeholder(str)

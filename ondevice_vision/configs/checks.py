@@ -46,6 +46,11 @@ _RULES = [
     ("model.depth_multiplier", lambda v: v > 0, "positive"),
     ("model.input_size", lambda v: len(v) == 2 and min(v) > 0, "two positive sizes (H, W)"),
     ("data.crop_size", lambda v: len(v) == 2 and min(v) > 0, "two positive sizes (H, W)"),
+    (
+        "data.anchor_matching",
+        lambda v: v in ("train_step", "input_pipeline"),
+        "'train_step' or 'input_pipeline'",
+    ),
 ]
 
 

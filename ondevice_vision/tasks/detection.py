@@ -1,8 +1,9 @@
 """The detection task: SSDLite model, COCO-style input pipeline with anchor targets, losses.
 
-Anchor matching runs in the input pipeline (on the host, once per batch), so the train step only
-runs the network and the loss. Image files are decoded after shuffling, a JPEG only inside its
-SSD crop window (docs/speed.md says what each step of the pipeline costs).
+Anchor matching (`data.anchor_matching`) runs in the loss by default, on the accelerator, as the
+Object Detection API's SSD loss does, so the host only decodes and augments; or in the input
+pipeline, once per batch. Image files are decoded after shuffling, a JPEG only inside its SSD
+crop window (docs/speed.md says what each step of the pipeline costs).
 """
 
 from __future__ import annotations
@@ -157,20 +158,29 @@ def build_dataset(config, split: str, batch_size: int, input_context=None, repea
     )
     ds = source.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
     ds = ds.batch(batch_size, drop_remainder=training)
-    targets = functools.partial(
-        add_targets, config=config, anchor_boxes=tf.constant(anchors(config))
-    )
-    ds = ds.map(targets, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    if not (training and _matches_in_train_step(config)):
+        targets = functools.partial(
+            add_targets, config=config, anchor_boxes=tf.constant(anchors(config))
+        )
+        ds = ds.map(targets, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
     return ds.prefetch(tf.data.AUTOTUNE), label_map
+
+
+def _matches_in_train_step(config) -> bool:
+    return config.data.get("anchor_matching", "input_pipeline") == "train_step"
 
 
 def compute_losses(config, outputs, labels) -> tuple[dict, tf.Tensor]:
     """Per-image loss sums [B] and the per-image normaliser [B] (number of positive anchors).
 
+    Labels without anchor targets (data.anchor_matching="train_step") are matched here first.
+
     The trainer divides the summed losses by the normaliser summed over the global batch, which
     is the OD API's normalisation by the number of matches, correct for any replica count.
     """
     m = config.model
+    if "cls_targets" not in labels:  # data.anchor_matching="train_step": match here
+        _, labels = add_targets(None, labels, config, tf.constant(anchors(config)))
     sums = losses.detection_loss(
         outputs["box_outputs"],
         outputs["class_outputs"],

@@ -80,6 +80,39 @@ def test_input_pipeline_targets_match_ground_truth():
         assert positives[best].all()
 
 
+@pytest.mark.parametrize("augment", [False, True])
+def test_matching_in_the_train_step_gives_the_pipelines_targets_and_losses(augment):
+    """data.anchor_matching: "train_step" batches carry no targets, and the loss matches them
+    itself; the targets and losses are those of matching in the input pipeline, bit for bit."""
+    config = ssdlite_mobilenet_v3_small_shapes.get_config("smoke")
+    config.data.augment = augment
+    config.train.shuffle_buffer = 1  # the same order in both pipelines
+    assert config.data.anchor_matching == "train_step"
+    tf.random.set_seed(1)
+    ds, _ = detection_task.build_dataset(config, "train", batch_size=4)
+    images, labels = next(iter(ds))
+    assert "cls_targets" not in labels and "gt_boxes" in labels
+    _, matched = detection_task.add_targets(
+        images, labels, config, tf.constant(detection_task.anchors(config))
+    )
+    host = config.copy_and_resolve_references()
+    host.data.anchor_matching = "input_pipeline"
+    tf.random.set_seed(1)
+    host_ds, _ = detection_task.build_dataset(host, "train", batch_size=4)
+    host_images, host_labels = next(iter(host_ds))
+    if not augment:  # the random crops differ between two pipelines, the rule does not
+        np.testing.assert_array_equal(images.numpy(), host_images.numpy())
+        for key in ("cls_targets", "cls_weights", "box_targets", "box_weights", "num_positives"):
+            np.testing.assert_array_equal(matched[key].numpy(), host_labels[key].numpy(), key)
+    model = detection_task.build_model(config)
+    outputs = model(images, training=False)
+    in_step = detection_task.compute_losses(config, outputs, labels)
+    precomputed = detection_task.compute_losses(host, outputs, matched)
+    for a, b in zip(tf.nest.flatten(in_step), tf.nest.flatten(precomputed), strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert float(tf.reduce_sum(in_step[1])) > 0  # some anchors matched: the check is not empty
+
+
 def test_overfits_two_images_and_recovers_their_boxes(tmp_path):
     config = ssdlite_mobilenet_v3_small_shapes.get_config()
     config.model.input_size = (128, 128)
