@@ -176,6 +176,76 @@ def resize_pixels(images: tf.Tensor, size) -> tf.Tensor:
     return tf.clip_by_value(resized, 0.0, 255.0)
 
 
+# The EXIF block sits in the file's first segments (JPEG APP1 "Exif\0\0", PNG eXIf chunk ahead
+# of the pixels); APP1 is at most 64 KiB.
+_EXIF_SEARCH_BYTES = 65536 + 16
+_JPEG_EXIF = (0xFF, 0xE1, None, None, 0x45, 0x78, 0x69, 0x66, 0x00, 0x00)  # FF E1 len "Exif\0\0"
+_PNG_EXIF = (0x65, 0x58, 0x49, 0x66)  # "eXIf"
+_MAX_IFD_ENTRIES = 64
+
+
+def exif_orientation(encoded: tf.Tensor) -> tf.Tensor:
+    """The EXIF orientation (int32 1..8) of encoded JPEG or PNG bytes, read in-graph; 1 where
+    the file has none, or an EXIF block this cannot read (as `check_image_file` treats it).
+
+    For serving signatures that take encoded bytes, where no Python (PIL) runs: a phone photo
+    sent as it is stored is then turned upright as by every viewer and `ondevice-predict`.
+    Reads the first image file directory's Orientation tag (0x0112), either byte order.
+    """
+    head = tf.io.decode_raw(tf.strings.substr(encoded, 0, _EXIF_SEARCH_BYTES), tf.uint8)
+    size = tf.shape(head)[0]
+    # -1 past the end (and for empty input), so every read below stays a valid gather.
+    data = tf.concat([tf.cast(head, tf.int32), [-1]], 0)
+
+    def byte(index):
+        return tf.gather(data, tf.where((index >= 0) & (index < size), index, size))
+
+    def first_match(pattern, skip):
+        """Offset just past the first occurrence of `pattern` (None: any byte), or -1."""
+        n = tf.maximum(size - len(pattern) + 1, 0)
+        starts = tf.range(n)
+        found = tf.ones([n], tf.bool)
+        for k, value in enumerate(pattern):
+            if value is not None:
+                found &= byte(starts + k) == value
+        hits = tf.where(found)[:, 0]
+        return tf.cond(
+            tf.size(hits) > 0, lambda: tf.cast(hits[0], tf.int32) + skip, lambda: tf.constant(-1)
+        )
+
+    is_jpeg = (byte(tf.constant(0)) == 0xFF) & (byte(tf.constant(1)) == 0xD8)
+    is_png = byte(tf.constant(1)) == 0x50  # "\x89PNG"
+    tiff = tf.where(
+        is_jpeg,
+        first_match(_JPEG_EXIF, len(_JPEG_EXIF)),
+        tf.where(is_png, first_match(_PNG_EXIF, len(_PNG_EXIF)), -1),
+    )
+    little = (byte(tiff) == 0x49) & (byte(tiff + 1) == 0x49)  # "II"; "MM" is big-endian
+    big = (byte(tiff) == 0x4D) & (byte(tiff + 1) == 0x4D)
+
+    def u16(at):
+        lo, hi = tf.where(little, byte(at), byte(at + 1)), tf.where(little, byte(at + 1), byte(at))
+        return tf.where((lo < 0) | (hi < 0), -1, lo + 256 * hi)
+
+    def u32(at):
+        low, high = tf.where(little, u16(at), u16(at + 2)), tf.where(little, u16(at + 2), u16(at))
+        return tf.where((low < 0) | (high < 0) | (high > 255), -1, low + 65536 * high)
+
+    ifd = tiff + u32(tiff + 4)
+    count = tf.minimum(u16(ifd), _MAX_IFD_ENTRIES)
+    entries = ifd + 2 + 12 * tf.range(_MAX_IFD_ENTRIES)
+    is_orientation = (tf.range(_MAX_IFD_ENTRIES) < count) & (u16(entries) == EXIF_ORIENTATION)
+    values = tf.where(is_orientation & (u16(entries + 2) == 3), u16(entries + 8), -1)  # SHORT
+    value = tf.reduce_max(values)
+    readable = (tiff >= 0) & (little | big) & (u16(tiff + 2) == 42) & (u32(tiff + 4) >= 8)
+    return tf.where(readable & (value >= 1) & (value <= 8), value, 1)
+
+
+def decode_upright(encoded: tf.Tensor) -> tf.Tensor:
+    """`decode_rgb`, turned upright by the file's EXIF orientation (`exif_orientation`)."""
+    return apply_orientation(decode_rgb(encoded), exif_orientation(encoded))
+
+
 def read_rgb(path: tf.Tensor) -> tf.Tensor:
     """Reads and decodes one image file in-graph (validate the file upfront)."""
     return decode_rgb(tf.io.read_file(path))

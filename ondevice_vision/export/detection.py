@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from ondevice_vision.data.image_decode import decode_rgb, resize_pixels
+from ondevice_vision.data.image_decode import decode_upright, resize_pixels
 from ondevice_vision.data.label_map import LabelMap
 from ondevice_vision.export.signatures import ServingFunctions
 
@@ -126,7 +126,7 @@ class DetectionExport(ServingFunctions):
 
     def image_bytes(self, encoded_images):
         images = tf.map_fn(
-            lambda encoded: resize_pixels(decode_rgb(encoded), self.input_size),
+            lambda encoded: resize_pixels(decode_upright(encoded), self.input_size),
             encoded_images,
             fn_output_signature=tf.TensorSpec([*self.input_size, 3], tf.float32),
         )

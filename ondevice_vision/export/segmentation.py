@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from ondevice_vision.data.image_decode import decode_rgb, resize_pixels
+from ondevice_vision.data.image_decode import decode_upright, resize_pixels
 from ondevice_vision.data.label_map import LabelMap
 from ondevice_vision.export.signatures import ServingFunctions
 
@@ -84,7 +84,7 @@ class SegmentationExport(ServingFunctions):
         sizes = tf.TensorArray(tf.int32, count)
 
         def body(i, sizes, arrays):
-            image = decode_rgb(encoded_images[i])[tf.newaxis]
+            image = decode_upright(encoded_images[i])[tf.newaxis]
             out = self.segment(image)
             arrays = {k: arrays[k].write(i, out[k][0]) for k in keys}
             return i + 1, sizes.write(i, tf.shape(image)[1:3]), arrays

@@ -4,7 +4,9 @@
     image_bytes(encoded_images: string [B], JPEG / PNG / GIF / BMP / WebP)
     tf_example(serialized_examples: string [B], tf.train.Example with `image/encoded`)
 
-What each returns is the task's (export/detection.py, export/segmentation.py). The archive is a
+Encoded images are turned upright by their EXIF orientation (JPEG, PNG), as `ondevice-predict`
+and image viewers do, so a phone photo sent as stored gives boxes and maps of the picture its
+user sees. What each returns is the task's (export/detection.py, export/segmentation.py). The archive is a
 `keras.export.ExportArchive`: it tracks the model's variables only, so the SavedModel carries no
 training-mode functions and the TFLite converter can freeze every weight.
 """

@@ -5,6 +5,7 @@ export directory is written atomically and carries its labels."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import subprocess
@@ -24,6 +25,7 @@ from export_fixtures import (
     segmentation_config,
     tf_example,
 )
+from PIL import Image, ImageOps
 
 from ondevice_vision.data.label_map import LabelMap
 from ondevice_vision.export.export_info import read_export_files
@@ -63,6 +65,20 @@ def _b64(values):
     return [base64.b64encode(v).decode() for v in values]
 
 
+def _stored_sideways(upright):
+    """PNG bytes of `upright` stored a quarter turn counter-clockwise with EXIF orientation 6,
+    which viewers (PIL's exif_transpose) turn back into `upright`."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(np.rot90(upright))).save(
+        buffer, "PNG", exif=exif.tobytes()
+    )
+    with Image.open(io.BytesIO(buffer.getvalue())) as im:
+        assert np.array_equal(np.asarray(ImageOps.exif_transpose(im)), upright)
+    return buffer.getvalue()
+
+
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
     """Detection and segmentation exports, their inputs, and the outputs of a fresh process."""
@@ -74,9 +90,12 @@ def exports(tmp_path_factory):
         export_dir = str(root / config.task)
         export_saved_model(config, model, labels, export_dir, with_probabilities=True)
         images = eval_images(config, 2)
-        # Encoded inputs of two different sizes: the second one cropped.
+        # Encoded inputs of two different sizes: the second one cropped; and the second again,
+        # stored turned a quarter and tagged EXIF orientation 6 (a phone photo held upright).
         pictures = [images[0], images[1][: images.shape[1] - 8, : images.shape[2] - 16]]
         encoded = [png_bytes(p) for p in pictures]
+        pictures.append(pictures[1])
+        encoded.append(_stored_sideways(pictures[1]))
         np.save(root / f"{config.task}_images.npy", images)
         cases[config.task] = {
             "encoded": encoded,
@@ -187,6 +206,10 @@ def test_detection_outputs_are_the_models_detections_with_dataset_ids(exports):
     cropped = case["pictures"][1]
     assert_same_detections(
         confident(got, 1, 0.2), confident(_eager_detections(case, cropped), 0, 0.2)
+    )
+    # The sideways-stored copy gives the upright picture's detections (boxes as displayed).
+    assert_same_detections(
+        confident(got, 2, 0.2), confident(_eager_detections(case, cropped), 0, 0.2)
     )
 
 
