@@ -1,4 +1,4 @@
-"""SSD training targets for one image: IoU similarity + argmax matcher + Faster R-CNN box coder.
+"""SSD training targets: IoU similarity + argmax matcher + Faster R-CNN box coder, per batch.
 
 The matcher follows the TF Object Detection API's `ArgMaxMatcher` (negatives_lower_than_unmatched,
 optional force match of each ground-truth row to its best anchor). `crowd_matches` decides what a
@@ -22,69 +22,9 @@ CROWD_MATCHES = ("positive", "ignore")
 
 
 def pairwise_iou(boxes1, boxes2):
-    """IoU between every box in boxes1 [N, 4] and boxes2 [M, 4] -> [N, M] (OD API `iou`)."""
-    ymin1, xmin1, ymax1, xmax1 = tf.split(boxes1, 4, axis=1)
-    ymin2, xmin2, ymax2, xmax2 = tf.split(boxes2, 4, axis=1)
-    heights = tf.maximum(
-        0.0, tf.minimum(ymax1, tf.transpose(ymax2)) - tf.maximum(ymin1, tf.transpose(ymin2))
-    )
-    widths = tf.maximum(
-        0.0, tf.minimum(xmax1, tf.transpose(xmax2)) - tf.maximum(xmin1, tf.transpose(xmin2))
-    )
-    intersections = heights * widths
-    areas1 = (ymax1 - ymin1) * (xmax1 - xmin1)
-    areas2 = (ymax2 - ymin2) * (xmax2 - xmin2)
-    unions = areas1 + tf.transpose(areas2) - intersections
-    # Where nothing intersects the IoU is 0 even for degenerate (zero-area) boxes.
-    return tf.where(
-        tf.equal(intersections, 0.0),
-        tf.zeros_like(intersections),
-        tf.math.divide_no_nan(intersections, unions),
-    )
-
-
-def argmax_match(
-    similarity,
-    valid_rows,
-    matched_threshold: float = 0.5,
-    unmatched_threshold: float = 0.5,
-    force_match_for_each_row: bool = True,
-):
-    """Match every column (anchor) of similarity [N, A] to a row (ground truth).
-
-    Returns int32 [A]: the matched row, UNMATCHED (-1) when the best similarity is below
-    unmatched_threshold, IGNORED (-2) when it lies in [unmatched_threshold, matched_threshold).
-    With force_match_for_each_row every valid row claims its best column, overriding thresholds.
-    """
-    num_anchors = tf.shape(similarity)[1]
-
-    def rows_empty():
-        return tf.fill([num_anchors], tf.constant(UNMATCHED, tf.int32))
-
-    def rows_present():
-        matches = tf.argmax(similarity, axis=0, output_type=tf.int32)
-        best = tf.reduce_max(similarity, axis=0)
-        below = tf.greater(unmatched_threshold, best)
-        between = tf.logical_and(
-            tf.greater_equal(best, unmatched_threshold), tf.greater(matched_threshold, best)
-        )
-        matches = tf.where(below, UNMATCHED, matches)
-        matches = tf.where(between, IGNORED, matches)
-        if not force_match_for_each_row:
-            return matches
-        best_column = tf.argmax(similarity, axis=1, output_type=tf.int32)
-        indicators = tf.one_hot(best_column, depth=num_anchors) * tf.cast(
-            valid_rows[:, tf.newaxis], tf.float32
-        )
-        # With several rows forcing the same column, argmax keeps the first one (as the OD API).
-        forced_row = tf.argmax(indicators, axis=0, output_type=tf.int32)
-        forced = tf.cast(tf.reduce_max(indicators, axis=0), tf.bool)
-        return tf.where(forced, forced_row, matches)
-
-    matches = tf.cond(tf.shape(similarity)[0] > 0, rows_present, rows_empty)
-    # tf.fill loses the static anchor count; restore it so batched targets keep a known shape.
-    matches.set_shape(similarity.shape[1:2])
-    return matches
+    """IoU between every box in boxes1 [N, 4] and boxes2 [M, 4] -> [N, M] (OD API `iou`; 0 where
+    nothing intersects, even for degenerate zero-area boxes)."""
+    return _batch_iou(tf.convert_to_tensor(boxes1)[tf.newaxis], boxes2)[0]
 
 
 def assign_targets(
@@ -136,37 +76,23 @@ def assign_targets(
             gt_classes, num_classes, message=f"assign_targets: class index >= {num_classes}"
         ),
     ]
+    # One matching implementation: this image as a batch of one, plus a padding row (class -1)
+    # so that an image without boxes still has a row to take the argmax over.
     with tf.control_dependencies(checks):
-        similarity = pairwise_iou(gt_boxes, anchors)
-
-    matches = argmax_match(
-        similarity,
-        valid_rows=tf.logical_not(gt_is_crowd),
+        padded_boxes = tf.concat([gt_boxes, tf.zeros([1, 4], tf.float32)], axis=0)
+    targets = assign_targets_batch(
+        padded_boxes[tf.newaxis],
+        tf.concat([gt_classes, [-1]], axis=0)[tf.newaxis],
+        tf.concat([gt_is_crowd, [False]], axis=0)[tf.newaxis],
+        anchors,
+        num_classes=num_classes,
         matched_threshold=matched_threshold,
         unmatched_threshold=unmatched_threshold,
         force_match_for_each_row=force_match_for_each_row,
+        scale_factors=scale_factors,
+        crowd_matches="ignore",  # "positive" already cleared the crowd flags above
     )
-    # gather fails on an empty tensor even for lanes that are masked out later, so every lookup
-    # goes through a one-row pad (background, not crowd) that non-matched anchors point to.
-    padded_boxes = tf.concat([gt_boxes, tf.zeros([1, 4], tf.float32)], axis=0)
-    padded_classes = tf.concat([gt_classes + 1, tf.zeros([1], tf.int32)], axis=0)
-    padded_crowd = tf.concat([gt_is_crowd, tf.zeros([1], tf.bool)], axis=0)
-    matched = matches >= 0
-    # Anchors matched to a crowd box are ignored rather than positive.
-    matched_to_crowd = tf.gather(padded_crowd, tf.where(matched, matches, num_gt))
-    positive = tf.logical_and(matched, tf.logical_not(matched_to_crowd))
-    ignored = tf.logical_or(tf.equal(matches, IGNORED), matched_to_crowd)
-    rows = tf.where(positive, matches, num_gt)
-
-    encoded = box_coder.encode(tf.gather(padded_boxes, rows), anchors, scale_factors)
-    box_weights = tf.cast(positive, tf.float32)
-    return {
-        "cls_targets": tf.gather(padded_classes, rows),
-        "cls_weights": tf.where(ignored, 0.0, 1.0),
-        "box_targets": tf.where(positive[:, tf.newaxis], encoded, tf.zeros_like(encoded)),
-        "box_weights": box_weights,
-        "num_positives": tf.reduce_sum(box_weights),
-    }
+    return {k: v[0] for k, v in targets.items()}
 
 
 def assign_targets_batch(
@@ -181,7 +107,8 @@ def assign_targets_batch(
     scale_factors=box_coder.DEFAULT_SCALE_FACTORS,
     crowd_matches: str = "ignore",
 ) -> dict:
-    """`assign_targets` for a padded batch at once: the same targets, image by image.
+    """`assign_targets` for a padded batch at once: the same targets, image by image (the one
+    implementation of the matching; `assign_targets` is a batch of one).
 
     Args:
       gt_boxes: float [B, N, 4]. gt_classes: int [B, N], -1 marks a padding row (padding rows
