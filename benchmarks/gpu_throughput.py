@@ -3,6 +3,7 @@
     python benchmarks/gpu_throughput.py                 # the full grid, for a GPU
     python benchmarks/gpu_throughput.py --tiny          # seconds on a CPU: CI keeps it working
     python benchmarks/gpu_throughput.py --torch         # also torchvision's models, if installed
+    python benchmarks/gpu_throughput.py --cases=lraspp:float32:true   # chosen settings only
 
 Grid: SSDLite-MobileNetV3-Large 320 (global batch 64 and 256) and LR-ASPP-MobileNetV3-Large on
 769x769 crops (batch 16; the synthetic source's 4 classes, not Cityscapes' 19), in float32, mixed
@@ -33,6 +34,12 @@ flags.DEFINE_bool("tiny", False, "Tiny inputs and batches, 2 steps: for CI on a 
 flags.DEFINE_list("models", ["ssdlite", "lraspp"], "ssdlite and/or lraspp.")
 flags.DEFINE_list("precisions", ["float32", "bfloat16", "float16"], "Compute dtypes.")
 flags.DEFINE_list("jit", ["false", "true"], "jit_compile settings to run.")
+flags.DEFINE_list(
+    "cases",
+    [],
+    "model:precision:jit triples (e.g. ssdlite:bfloat16:false) to run instead of the grid of "
+    "--models x --precisions x --jit: CI covers each model, precision kind and XLA once.",
+)
 flags.DEFINE_integer("steps", 20, "Timed steps per setting (after warm-up).")
 flags.DEFINE_integer("warmup", 3, "Untimed steps per setting (compilation happens here).")
 flags.DEFINE_bool("pipeline", True, "Also time the input pipelines with all host cores.")
@@ -42,14 +49,37 @@ SSDLITE_BATCHES = (64, 256)
 LRASPP_BATCH = 16
 
 
-def _settings():
+def _shape(model):
+    """(batch, input size) of a model's runs."""
     tiny = FLAGS.tiny
+    if model == "ssdlite":
+        return 2 if tiny else SSDLITE_BATCHES, (64, 64) if tiny else (320, 320)
+    if model == "lraspp":
+        return 2 if tiny else LRASPP_BATCH, (65, 65) if tiny else (769, 769)
+    raise ValueError(f"--models / --cases: unknown model {model!r} (ssdlite or lraspp)")
+
+
+def _settings():
+    """[(model, batch, input size, precision, [jit_compile, ...])]: one torchvision row each."""
     out = []
-    if "ssdlite" in FLAGS.models:
-        for batch in (2,) if tiny else SSDLITE_BATCHES:
-            out.append(("ssdlite", batch, (64, 64) if tiny else (320, 320)))
-    if "lraspp" in FLAGS.models:
-        out.append(("lraspp", 2 if tiny else LRASPP_BATCH, (65, 65) if tiny else (769, 769)))
+    if FLAGS.cases:
+        for case in FLAGS.cases:
+            parts = case.split(":")
+            if len(parts) != 3 or parts[2].lower() not in ("true", "false"):
+                raise ValueError(f"--cases: {case!r} is not model:precision:true|false")
+            model, precision, jit = parts
+            batches, size = _shape(model)
+            for batch in (batches,) if isinstance(batches, int) else batches:
+                out.append((model, batch, size, precision, [jit.lower() == "true"]))
+        return out
+    jits = [j.lower() == "true" for j in FLAGS.jit]
+    for model in ("ssdlite", "lraspp"):
+        if model not in FLAGS.models:
+            continue
+        batches, size = _shape(model)
+        for batch in (batches,) if isinstance(batches, int) else batches:
+            for precision in FLAGS.precisions:
+                out.append((model, batch, size, precision, jits))
     return out
 
 
@@ -230,40 +260,39 @@ def main(argv):
         "steps": FLAGS.steps,
         "runs": [],
     }
-    for model_name, batch, size in _settings():
-        for precision in FLAGS.precisions:
-            for jit in (j.lower() == "true" for j in FLAGS.jit):
-                run = {
-                    "framework": "ondevice_vision",
-                    "model": model_name,
-                    "batch": batch,
-                    "input": list(size),
-                    "precision": precision,
-                    "jit_compile": jit,
-                }
-                try:
-                    run.update(_ours(model_name, batch, size, precision, jit))
-                except Exception as e:  # one setting failing (e.g. no float16 XLA) is a result
-                    run["error"] = f"{type(e).__name__}: {str(e)[:300]}"
-                result["runs"].append(run)
-                print(json.dumps(run), file=sys.stderr, flush=True)
-            if FLAGS.torch:
-                run = {
-                    "framework": "torchvision",
-                    "model": model_name,
-                    "batch": batch,
-                    "input": list(size),
-                    "precision": precision,
-                    "jit_compile": False,
-                }
-                try:
-                    run.update(_torchvision(model_name, batch, size, precision))
-                except ImportError as e:
-                    run["error"] = f"torch/torchvision not installed ({e})"
-                except Exception as e:
-                    run["error"] = f"{type(e).__name__}: {str(e)[:300]}"
-                result["runs"].append(run)
-                print(json.dumps(run), file=sys.stderr, flush=True)
+    for model_name, batch, size, precision, jits in _settings():
+        for jit in jits:
+            run = {
+                "framework": "ondevice_vision",
+                "model": model_name,
+                "batch": batch,
+                "input": list(size),
+                "precision": precision,
+                "jit_compile": jit,
+            }
+            try:
+                run.update(_ours(model_name, batch, size, precision, jit))
+            except Exception as e:  # one setting failing (e.g. no float16 XLA) is a result
+                run["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+            result["runs"].append(run)
+            print(json.dumps(run), file=sys.stderr, flush=True)
+        if FLAGS.torch:
+            run = {
+                "framework": "torchvision",
+                "model": model_name,
+                "batch": batch,
+                "input": list(size),
+                "precision": precision,
+                "jit_compile": False,
+            }
+            try:
+                run.update(_torchvision(model_name, batch, size, precision))
+            except ImportError as e:
+                run["error"] = f"torch/torchvision not installed ({e})"
+            except Exception as e:
+                run["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+            result["runs"].append(run)
+            print(json.dumps(run), file=sys.stderr, flush=True)
     if FLAGS.pipeline:
         result["pipeline"] = _pipeline()
     print(json.dumps(result))

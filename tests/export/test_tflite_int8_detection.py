@@ -1,10 +1,11 @@
 """Full-integer int8 TFLite detector: uint8 input, int8 builtins up to the post-processing op, and
 its COCO mAP against the float model's on labelled images.
 
-The model is trained in the test until it fits its two training images (tests/test_detection_task
-does the same), so the metrics are those of a real trained network; both models are scored with
-the project's COCO evaluator (pycocotools) on those images. Stated bound: int8 AP50 at most 0.10
-and AP at most 0.15 below float (measured here: see the printed JSON).
+The model is trained until it fits its two training images (the session's `overfit_detector`,
+tests/conftest.py, which tests/tasks/test_detection.py checks), so the metrics are those of a real
+trained network; both models are scored with the project's COCO evaluator (pycocotools) on those
+images. Stated bound: int8 AP50 at most 0.10 and AP at most 0.15 below float (measured here: see
+the printed JSON).
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from export_fixtures import (
     delegated_ops,
     label_map,
     operators,
-    overfit_detection_config,
-    overfit_model,
     training_examples,
 )
 from mediapipe_checks import assert_detections_match, write_images
@@ -35,10 +34,9 @@ CALIBRATION_IMAGES = 8
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(overfit_detector, tmp_path_factory):
     root = tmp_path_factory.mktemp("int8_detection")
-    config = overfit_detection_config()
-    model = overfit_model(config, str(root / "train"))
+    config, model, _ = overfit_detector
     labels = label_map(config)
     path = tflite.export_tflite(
         config,

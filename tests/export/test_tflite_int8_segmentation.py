@@ -1,10 +1,10 @@
 """Full-integer int8 TFLite segmenter: uint8 input and output, int8 builtins only, and its mIoU
 against the float model's on labelled images.
 
-The model is trained in the test until it fits its two training images (as
-tests/test_segmentation_task does), so the metrics are those of a real trained network, scored
-with the project's streaming mIoU. Stated bound: int8 mIoU at most 0.05 below float (measured
-here: see the printed JSON).
+The model is trained until it fits its two training images (the session's `overfit_segmenter`,
+tests/conftest.py, which tests/tasks/test_segmentation.py checks), so the metrics are those of a
+real trained network, scored with the project's streaming mIoU. Stated bound: int8 mIoU at most
+0.05 below float (measured here: see the printed JSON).
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from export_fixtures import (
     delegated_ops,
     label_map,
     operators,
-    overfit_model,
-    overfit_segmentation_config,
     training_examples,
 )
 from mediapipe_checks import assert_class_maps_match, write_images
@@ -39,10 +37,9 @@ def mean_iou(labels, masks, maps) -> float:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(overfit_segmenter, tmp_path_factory):
     root = tmp_path_factory.mktemp("int8_segmentation")
-    config = overfit_segmentation_config()
-    model = overfit_model(config, str(root / "train"))
+    config, model, _ = overfit_segmenter
     labels = label_map(config)
     path = tflite.export_tflite(
         config,

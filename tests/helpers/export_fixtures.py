@@ -10,7 +10,10 @@ detector's class bias is raised so that a few percent of the anchors score above
 
 from __future__ import annotations
 
+import fcntl
 import io
+import json
+import os
 
 import keras
 import numpy as np
@@ -38,7 +41,8 @@ def segmentation_config():
 
 
 def overfit_detection_config():
-    """Two 128x128 shape images, no augmentation: 120 steps fit them (tests/test_detection_task)."""
+    """Two 128x128 shape images, no augmentation: 120 steps fit them (tests/tasks/test_detection.py
+    asserts it)."""
     config = ssdlite_mobilenet_v3_small_shapes.get_config()
     config.model.input_size = (128, 128)
     config.data.image_size = 128
@@ -51,7 +55,8 @@ def overfit_detection_config():
 
 
 def overfit_segmentation_config():
-    """Two 64x64 synthetic images, no scale jitter: 120 steps fit them."""
+    """Two 64x64 synthetic images, no scale jitter: 120 steps fit them (tests/tasks/
+    test_segmentation.py asserts it)."""
     config = lraspp_mobilenet_v3_small_shapes.get_config()
     config.model.input_size = (64, 64)
     config.data.image_size = (64, 64)
@@ -83,12 +88,29 @@ def _overfit_schedule(config):
     config.train.bn_recalibration_steps = 2
 
 
-def overfit_model(config, workdir: str):
-    """A model trained to fit the config's training images (a real trained network, in seconds)."""
-    files.check_writable_dir(workdir)
-    trainer = trainer_lib.Trainer(config, workdir, create_strategy("one_device"))
-    trainer.train()
-    return trainer.model
+def shared_overfit_model(config, directory: str):
+    """(model, the trainer's result) of a model trained to fit the config's training images (a
+    real trained network, in seconds), trained once per test run: the first pytest-xdist worker
+    to ask trains it and saves its weights in `directory`, the others wait on the lock file and
+    load them (tests/conftest.py: overfit_detector, overfit_segmenter)."""
+    os.makedirs(directory, exist_ok=True)
+    weights = os.path.join(directory, "model.weights.h5")
+    result_file = os.path.join(directory, "result.json")
+    with open(directory + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(result_file):
+            workdir = os.path.join(directory, "train")
+            files.check_writable_dir(workdir)
+            trainer = trainer_lib.Trainer(config, workdir, create_strategy("one_device"))
+            result = trainer.train()
+            trainer.model.save_weights(weights)
+            with open(result_file, "w") as f:
+                json.dump(result, f)
+            return trainer.model, result
+    model = tasks.get_task(config).build_model(config)
+    model.load_weights(weights)
+    with open(result_file) as f:
+        return model, json.load(f)
 
 
 def training_examples(config):

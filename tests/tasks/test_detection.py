@@ -14,8 +14,6 @@ from ondevice_vision.data.label_map import LabelMap
 from ondevice_vision.heads.target_assigner import pairwise_iou
 from ondevice_vision.model_stats import count_madds, count_params
 from ondevice_vision.tasks import detection as detection_task
-from ondevice_vision.train import trainer as trainer_lib
-from ondevice_vision.train.strategy import create_strategy
 
 
 @pytest.mark.parametrize(
@@ -113,29 +111,15 @@ def test_matching_in_the_train_step_gives_the_pipelines_targets_and_losses(augme
     assert float(tf.reduce_sum(in_step[1])) > 0  # some anchors matched: the check is not empty
 
 
-def test_overfits_two_images_and_recovers_their_boxes(tmp_path):
-    config = ssdlite_mobilenet_v3_small_shapes.get_config()
-    config.model.input_size = (128, 128)
-    config.data.image_size = 128
-    config.data.num_train = 2
-    config.data.num_eval = 2
-    config.data.augment = False
-    config.train.batch_size = 2
-    config.train.total_steps = 120
-    config.train.warmup_steps = 10
-    config.train.base_learning_rate = 5e-3
-    config.train.schedule = "constant"
-    config.train.weight_decay = 0.0
-    config.train.log_every_steps = 60
-    config.train.checkpoint_every_steps = 120
-    config.train.shuffle_buffer = 2
-    config.eval.num_visualizations = 0
-    trainer = trainer_lib.Trainer(config, str(tmp_path), create_strategy("one_device"))
-    result = trainer.train()
+def test_overfits_two_images_and_recovers_their_boxes(overfit_detector):
+    """120 steps on two 128x128 images (tests/helpers/export_fixtures.py:
+    overfit_detection_config): every ground-truth box is found again. The int8 export tests
+    use the same trained model."""
+    config, model, result = overfit_detector
     assert result["step"] == 120
     ds, _ = detection_task.build_dataset(config, "train", batch_size=2, repeat=False)
     images, labels = next(iter(ds))
-    predictions = detection_task.predict(config, trainer.model, images)
+    predictions = detection_task.predict(config, model, images)
     for i in range(2):
         n = int(np.sum(labels["gt_classes"][i].numpy() >= 0))
         keep = predictions["detection_scores"][i].numpy() > 0.3

@@ -15,8 +15,6 @@ from ondevice_vision.configs import (
 from ondevice_vision.eval import evaluate as eval_lib
 from ondevice_vision.eval.segmentation import write_cityscapes_submission
 from ondevice_vision.tasks import segmentation as segmentation_task
-from ondevice_vision.train import trainer as trainer_lib
-from ondevice_vision.train.strategy import create_strategy
 
 
 def test_loss_ignores_the_ignore_label_and_counts_labelled_pixels():
@@ -39,30 +37,17 @@ def test_loss_ignores_the_ignore_label_and_counts_labelled_pixels():
     np.testing.assert_allclose(sums["ce_loss"].numpy(), expected, rtol=1e-5)
 
 
-def test_overfits_two_images(tmp_path):
-    config = lraspp_mobilenet_v3_small_shapes.get_config()
-    config.data.image_size = (64, 64)
-    config.data.crop_size = (64, 64)
-    config.data.num_train = 2
-    config.data.num_eval = 2
-    config.data.min_scale = 1.0
-    config.data.max_scale = 1.0
-    config.train.batch_size = 2
-    config.train.total_steps = 80
-    config.train.warmup_steps = 5
-    config.train.base_learning_rate = 5e-3
-    config.train.schedule = "constant"
-    config.train.weight_decay = 0.0
-    config.train.log_every_steps = 40
-    config.train.checkpoint_every_steps = 80
-    config.train.shuffle_buffer = 2
-    trainer = trainer_lib.Trainer(config, str(tmp_path), create_strategy("one_device"))
-    trainer.train()
+def test_overfits_two_images(overfit_segmenter):
+    """120 steps on two 64x64 images (tests/helpers/export_fixtures.py:
+    overfit_segmentation_config): the model labels their pixels. The int8 export tests use the
+    same trained model."""
+    config, model, result = overfit_segmenter
+    assert result["step"] == 120
     ds, _ = segmentation_task.build_dataset(config, "train", batch_size=2, repeat=False)
     correct = total = 0
     for images, labels in ds:
-        # Flips are the only augmentation left; the model must be right on the images as given.
-        pred = segmentation_task.predict(config, trainer.model, images)["semantic_map"].numpy()
+        # No augmentation in this config (not even flips): the images as the model learnt them.
+        pred = segmentation_task.predict(config, model, images)["semantic_map"].numpy()
         mask = labels["mask"].numpy()[..., 0]
         valid = mask != 255
         correct += int(np.sum((pred == mask) & valid))
