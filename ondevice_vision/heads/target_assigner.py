@@ -50,18 +50,10 @@ def assign_targets(
     float32 [A, 4] (encoded, zeros where not positive), box_weights float32 [A] (1 for positives),
     num_positives float32 scalar.
     """
-    if crowd_matches not in CROWD_MATCHES:
-        raise ValueError(f"crowd_matches must be one of {CROWD_MATCHES}, got {crowd_matches!r}")
-    if unmatched_threshold > matched_threshold:
-        raise ValueError(
-            f"assign_targets: unmatched_threshold {unmatched_threshold} is above "
-            f"matched_threshold {matched_threshold}"
-        )
+    # The settings (crowd_matches, thresholds) are checked and applied by assign_targets_batch.
     gt_boxes = tf.reshape(tf.cast(gt_boxes, tf.float32), [-1, 4])
     gt_classes = tf.reshape(tf.cast(gt_classes, tf.int32), [-1])
     gt_is_crowd = tf.reshape(tf.cast(gt_is_crowd, tf.bool), [-1])
-    if crowd_matches == "positive":
-        gt_is_crowd = tf.zeros_like(gt_is_crowd)
     anchors = tf.reshape(tf.cast(anchors, tf.float32), [-1, 4])
     num_gt = tf.shape(gt_boxes)[0]
     checks = [
@@ -90,7 +82,7 @@ def assign_targets(
         unmatched_threshold=unmatched_threshold,
         force_match_for_each_row=force_match_for_each_row,
         scale_factors=scale_factors,
-        crowd_matches="ignore",  # "positive" already cleared the crowd flags above
+        crowd_matches=crowd_matches,
     )
     return {k: v[0] for k, v in targets.items()}
 
