@@ -38,8 +38,10 @@ def draw_detections(
     score_threshold: float = 0.3,
     palette: np.ndarray | None = None,
     line_width: int | None = None,
+    show_scores: bool = True,
 ) -> np.ndarray:
-    """Draws boxes with score >= score_threshold as coloured outlines labelled "name 0.87".
+    """Draws boxes with score >= score_threshold as coloured outlines labelled "name 0.87"
+    (just "name" without `show_scores`, e.g. for ground truth).
 
     The outline lies on the outermost pixels inside each box (a box [0, 0, 1, 1] outlines the
     image border). `class_names` may be None (labels then show the class index).
@@ -82,7 +84,7 @@ def draw_detections(
         draw.rectangle((left, top, right, bottom), outline=colour, width=line_width)
 
         name = str(classes[i]) if class_names is None else class_names[classes[i]]
-        text = f"{name} {scores[i]:.2f}"
+        text = f"{name} {scores[i]:.2f}" if show_scores else str(name)
         text_left, text_top, text_right, text_bottom = draw.textbbox((0, 0), text, font=font)
         text_w, text_h = text_right - text_left + 2, text_bottom - text_top + 2
         # Label above the box when there is room, otherwise just inside its top edge.

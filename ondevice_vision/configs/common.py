@@ -81,6 +81,12 @@ def eval_config() -> ml_collections.ConfigDict:
             "every_steps": 0,  # train_and_eval: evaluate every N steps (0: at the end only)
             "max_images": 0,  # 0: the whole split
             "num_visualizations": 4,
+            # Detection: the score from which a detection counts in the confusion matrix and
+            # is drawn in the evaluation pictures.
+            "score_threshold": 0.3,
+            # The worst images of the split (detection: most missed objects; segmentation:
+            # lowest mIoU), drawn into eval/worst_images_STEP.png.
+            "num_worst_images": 8,
         }
     )
 

@@ -51,6 +51,7 @@ class CocoEvaluator:
                 raise FileNotFoundError(f"COCO annotation file not found: {annotation_file}")
             with contextlib.redirect_stdout(io.StringIO()):
                 self._official_gt = COCO(annotation_file)
+            _renumber_zero_annotation_ids(self._official_gt)
             missing = sorted(set(label_map.dataset_ids) - set(self._official_gt.getCatIds()))
             if missing:
                 raise ValueError(
@@ -66,6 +67,7 @@ class CocoEvaluator:
         self._images_with_detections: set[int] = set()
         self._gt_annotations: list[dict] = []
         self._detections: list[dict] = []
+        self.coco_eval: COCOeval | None = None
 
     def add_ground_truth(
         self, image_id, height, width, boxes_norm_yxyx, classes_contiguous, is_crowd=None
@@ -192,9 +194,74 @@ class CocoEvaluator:
             coco_eval.evaluate()
             coco_eval.accumulate()
             coco_eval.summarize()
+        self.coco_eval = coco_eval
         return {
             name: float(value) for name, value in zip(METRIC_NAMES, coco_eval.stats, strict=True)
         }
+
+    def per_class(self) -> dict:
+        """Per class of the label map, from the last `evaluate()`'s per-category arrays:
+        {name: {"images", "instances", "AP", "AP50", "AR100"}}; a class without ground truth in
+        the scored images has `"no_ground_truth": True` and no scores (COCOeval marks it -1)."""
+        coco_eval = self._evaluated()
+        precision = coco_eval.eval["precision"]  # [IoU, recall, category, area, max dets]
+        recall = coco_eval.eval["recall"]  # [IoU, category, area, max dets]
+        params = coco_eval.params
+        area, max100 = params.areaRngLbl.index("all"), list(params.maxDets).index(100)
+        iou50 = int(np.argmin(np.abs(params.iouThrs - 0.5)))
+        images, instances = self._ground_truth_counts(coco_eval)
+        result = {}
+        for name, category_id in zip(self.label_map.names, self.label_map.dataset_ids, strict=True):
+            k = list(params.catIds).index(int(category_id))
+            row = {"images": images.get(category_id, 0), "instances": instances.get(category_id, 0)}
+            p = precision[:, :, k, area, max100]
+            if not (p > -1).any():
+                row["no_ground_truth"] = True
+            else:
+                row["AP"] = float(np.mean(p[p > -1]))
+                p50 = p[iou50]
+                row["AP50"] = float(np.mean(p50[p50 > -1])) if (p50 > -1).any() else -1.0
+                r = recall[:, k, area, max100]
+                row["AR100"] = float(np.mean(r[r > -1])) if (r > -1).any() else -1.0
+            result[name] = row
+        return result
+
+    def pr_curves(self, iou: float = 0.5) -> tuple[np.ndarray, dict]:
+        """(recall thresholds [101], {name: precision [101]}) at one IoU threshold over all areas
+        and 100 detections, as COCOeval interpolates them; classes without ground truth left out."""
+        coco_eval = self._evaluated()
+        params = coco_eval.params
+        t = int(np.argmin(np.abs(params.iouThrs - iou)))
+        area, max100 = params.areaRngLbl.index("all"), list(params.maxDets).index(100)
+        curves = {}
+        for name, category_id in zip(self.label_map.names, self.label_map.dataset_ids, strict=True):
+            k = list(params.catIds).index(int(category_id))
+            p = coco_eval.eval["precision"][t, :, k, area, max100]
+            if (p > -1).any():
+                curves[name] = np.where(p > -1, p, 0.0)
+        return np.asarray(params.recThrs), curves
+
+    def _evaluated(self) -> COCOeval:
+        if self.coco_eval is None:
+            raise ValueError("CocoEvaluator: call evaluate() first")
+        return self.coco_eval
+
+    def _ground_truth_counts(self, coco_eval: COCOeval) -> tuple[dict, dict]:
+        """Images holding each category, and its non-crowd instances, over the scored images."""
+        images: dict[int, int] = {}
+        instances: dict[int, int] = {}
+        coco_gt = coco_eval.cocoGt
+        for image_id in coco_eval.params.imgIds:
+            seen = set()
+            for ann in coco_gt.imgToAnns.get(image_id, []):
+                if ann.get("iscrowd", 0):
+                    continue
+                category = int(ann["category_id"])
+                instances[category] = instances.get(category, 0) + 1
+                seen.add(category)
+            for category in seen:
+                images[category] = images.get(category, 0) + 1
+        return images, instances
 
     def write_detections(self, path: str) -> str:
         """COCO result JSON (a list of {image_id, category_id, bbox, score})."""
@@ -266,6 +333,19 @@ class CocoEvaluator:
         }
         coco_dt.createIndex()
         return coco_dt
+
+
+def _renumber_zero_annotation_ids(coco: COCO) -> None:
+    """pycocotools records a match as the matched annotation's id, so a ground truth with id 0
+    counts as never matched (perfect detections of it score as false positives). Some labelling
+    tools number annotations from 0: such files get ids 1..N (the ids are used nowhere else)."""
+    annotations = coco.dataset.get("annotations", [])
+    if not any(int(ann["id"]) <= 0 for ann in annotations):
+        return
+    for number, ann in enumerate(annotations, start=1):
+        ann["id"] = number
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
 
 
 def _check_boxes_and_classes(boxes, classes, image_id):

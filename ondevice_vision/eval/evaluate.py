@@ -61,17 +61,25 @@ def _write_results(workdir: str, step: int | None, metrics: dict, evaluator) -> 
         files.write_json(payload, os.path.join(eval_dir, f"metrics_{step}.json"))
     evaluator.write(eval_dir)
     pictures = evaluator.pictures
+    figures = evaluator.figures()
     writer = tf.summary.create_file_writer(eval_dir)
     with writer.as_default(step=step or 0):
         for k, v in metrics.items():
             if isinstance(v, (int, float)) and v is not None and np.isfinite(v):
                 tf.summary.scalar(f"metrics/{k}", v)
+        for k, v in evaluator.scalars(metrics).items():
+            if v is not None and np.isfinite(v):
+                tf.summary.scalar(k, v)
         if pictures is not None:
             tf.summary.image("predictions", pictures[np.newaxis], step=step or 0)
+        for name, picture in figures.items():
+            tf.summary.image(name, picture[np.newaxis], step=step or 0)
     writer.flush()
+    suffix = f"_{step}" if step is not None else ""
     if pictures is not None:
-        name = f"predictions_{step}.png" if step is not None else "predictions.png"
-        files.write_png(pictures, os.path.join(eval_dir, name))
+        files.write_png(pictures, os.path.join(eval_dir, f"predictions{suffix}.png"))
+    for name, picture in figures.items():
+        files.write_png(picture, os.path.join(eval_dir, f"{name}{suffix}.png"))
 
 
 def evaluate_checkpoint(config, workdir: str, checkpoint: str | None = None) -> dict:

@@ -34,9 +34,23 @@ class Evaluator:
     def result(self) -> dict:
         raise NotImplementedError
 
+    def observe(self, images: np.ndarray, predictions: dict, labels: dict) -> None:
+        """Per batch, after `update`: what needs the images too (the worst images)."""
+        del images, predictions, labels
+
     def write(self, directory: str) -> None:
         """Files beside the metrics (detections.json, ...); none by default."""
         del directory
+
+    def figures(self) -> dict:
+        """{name: uint8 picture} of the last `result()`: charts and the worst images, written as
+        eval/NAME_STEP.png and TensorBoard images."""
+        return {}
+
+    def scalars(self, metrics: dict) -> dict:
+        """{TensorBoard tag: number} beyond the flat metrics (per-class scores)."""
+        del metrics
+        return {}
 
     def run(self, dataset, predict_fn, visualize=None, total_images: int | None = None) -> dict:
         """Runs `predict_fn` over `dataset` ((images, labels) batches); returns the metrics.
@@ -50,6 +64,7 @@ class Evaluator:
             predictions = {k: np.asarray(v) for k, v in predict_fn(images).items()}
             labels_np = {k: np.asarray(v) for k, v in labels.items()}
             self.update(predictions, labels_np)
+            self.observe(np.asarray(images), predictions, labels_np)
             if self.pictures is None and count and visualize is not None:
                 first = {k: v[:count] for k, v in predictions.items()}
                 self.pictures = visualize(np.asarray(images)[:count], first, labels_np)
@@ -68,6 +83,23 @@ class Evaluator:
             self.num_images / max(self.seconds, 1e-9),
         )
         return self.result()
+
+
+def format_table(header: list[str], rows: list[list]) -> str:
+    """A plain-text table, numbers to 3 decimals, columns aligned (for the console)."""
+
+    def cell(value):
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    cells = [header, *[[cell(v) for v in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in cells
+    ]
+    return "\n".join(lines)
 
 
 def _progress_line(done: int, seconds: float, total: int | None) -> str:

@@ -12,6 +12,7 @@ import functools
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 from ondevice_vision import drawing
 from ondevice_vision.data import detection_augment
@@ -204,20 +205,57 @@ def predict(config, model, images):
     return model.detect(model(images, training=False), input_size)
 
 
+TRUTH_COLOUR = (0, 200, 0)
+
+
+def truth_and_predictions(
+    image, image_size, prediction: dict, labels: dict, label_map: LabelMap, score_threshold=0.3
+) -> np.ndarray:
+    """One eval image at its own aspect ratio (the network input resized back to the original
+    height:width, longer side 320): ground truth in green on the left, the detections scoring
+    >= score_threshold in class colours on the right."""
+    height, width = (int(v) for v in image_size)
+    scale = 320 / max(height, width, 1)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    pixels = np.clip(np.asarray(image), 0, 255).astype(np.uint8)
+    pixels = np.asarray(Image.fromarray(pixels).resize(size, Image.BILINEAR))
+    keep = np.asarray(labels["gt_classes"]) >= 0
+    gt_classes = np.asarray(labels["gt_classes"])[keep]
+    truth = drawing.draw_detections(
+        pixels,
+        np.asarray(labels["gt_boxes"])[keep],
+        gt_classes,
+        np.ones(len(gt_classes)),
+        class_names=label_map.names,
+        score_threshold=0.0,
+        show_scores=False,
+        palette=np.tile(np.asarray(TRUTH_COLOUR, np.uint8), (label_map.num_classes, 1)),
+    )
+    n = int(prediction["num_detections"])
+    predicted = drawing.draw_detections(
+        pixels,
+        prediction["detection_boxes"][:n],
+        prediction["detection_classes"][:n],
+        prediction["detection_scores"][:n],
+        class_names=label_map.names,
+        score_threshold=score_threshold,
+    )
+    return drawing.image_grid([truth, predicted], cols=2, pad=4, pad_value=255)
+
+
 def visualize(config, images, predictions, labels, label_map: LabelMap) -> np.ndarray:
-    """Predicted boxes drawn on the (resized) eval images, as one grid image."""
-    del config, labels
+    """Ground truth (green, left) and detections (right) on the first eval images, each at its
+    own aspect ratio, as one grid image."""
     pictures = []
     for i in range(len(images)):
-        n = int(predictions["num_detections"][i])
         pictures.append(
-            drawing.draw_detections(
-                np.clip(images[i], 0, 255).astype(np.uint8),
-                predictions["detection_boxes"][i][:n],
-                predictions["detection_classes"][i][:n],
-                predictions["detection_scores"][i][:n],
-                class_names=label_map.names,
-                score_threshold=0.3,
+            truth_and_predictions(
+                images[i],
+                labels["image_info"][i][:2],
+                {k: v[i] for k, v in predictions.items()},
+                {k: v[i] for k, v in labels.items()},
+                label_map,
+                config.eval.score_threshold,
             )
         )
-    return drawing.image_grid(pictures, cols=min(4, len(pictures)))
+    return drawing.image_grid(pictures, cols=min(2, len(pictures)), pad=6, pad_value=255)

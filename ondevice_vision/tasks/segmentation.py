@@ -124,6 +124,24 @@ def predict(config, model, images):
     }
 
 
+def truth_and_prediction(config, image, prediction, truth, label_map: LabelMap) -> np.ndarray:
+    """One image: the prediction blended over it (left) and the ground truth (right), the longer
+    side at most 320 pixels."""
+    colours = palette(config, label_map.num_classes)
+    image = np.clip(np.asarray(image), 0, 255).astype(np.uint8)
+    step = max(1, -(-max(image.shape[:2]) // 320))
+    image, prediction, truth = (
+        image[::step, ::step],
+        prediction[::step, ::step],
+        truth[::step, ::step],
+    )
+    pictures = [
+        drawing.blend_mask(image, prediction, colours, ignore_label=IGNORE_LABEL),
+        drawing.colorize_mask(truth, colours, ignore_label=IGNORE_LABEL),
+    ]
+    return drawing.image_grid(pictures, cols=2, pad=4, pad_value=255)
+
+
 def visualize(config, images, predictions, labels, label_map: LabelMap) -> np.ndarray:
     """Colour-coded predictions blended over the images, next to the ground truth."""
     colours = palette(config, label_map.num_classes)

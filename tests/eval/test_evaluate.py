@@ -1,5 +1,7 @@
 """The evaluate driver writes every result through tf.io.gfile, so remote workdirs work."""
 
+import json
+
 import numpy as np
 import tensorflow as tf
 
@@ -23,8 +25,18 @@ def test_results_of_a_remote_workdir_land_on_that_filesystem(tmp_path, monkeypat
         "eval/detections.json",
         "eval/ground_truth.json",
         "eval/predictions_3.png",
+        "eval/pr_curves_3.png",
+        "eval/confusion_matrix_3.png",
+        "eval/worst_images_3.png",
     ):
         assert tf.io.gfile.exists(f"{workdir}/{name}"), name
+    written = json.loads(tf.io.gfile.GFile(f"{workdir}/metrics.json").read())
+    names = ["circle", "square", "triangle", "star"]
+    assert list(written["per_class"]) == names
+    assert written["confusion_matrix"]["labels"] == [*names, "background"]
+    # Every ground-truth object is in a row: matched, confused or missed (background column).
+    objects = sum(r["instances"] for r in written["per_class"].values())
+    assert sum(map(sum, written["confusion_matrix"]["counts"][:4])) == objects
     assert not list(tmp_path.iterdir()), "wrote into a local folder instead"
 
 
