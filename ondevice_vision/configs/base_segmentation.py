@@ -35,6 +35,10 @@ def segmentation_config(backbone: str) -> ml_collections.ConfigDict:
     # Mirror half of the training crops left-right (DeepLab's training input does). Off only for
     # runs that must see their images exactly as stored, e.g. fitting two images in a test.
     config.data.random_flip = True
+    # Softmax cross-entropy options (tasks/segmentation_loss.py): class_weights "" (all 1),
+    # "inverse_frequency" (from the training masks, logged) or one weight per class ("1,2.5,...");
+    # top_k_percent_pixels < 1: only the hardest pixels of each image count (DeepLab's mining).
+    config.loss = ml_collections.ConfigDict({"class_weights": "", "top_k_percent_pixels": 1.0})
     config.train = common.train_config()
     config.train.schedule = "poly"
     config.train.poly_power = 0.9
@@ -42,6 +46,13 @@ def segmentation_config(backbone: str) -> ml_collections.ConfigDict:
     config.eval.batch_size = 1
     config.eval.official_cityscapes = False
     config.eval.prediction_dir = config_dict.placeholder(str)
+    # Multi-scale / flip evaluation (DeepLab's eval_scales / add_flipped_images: softmax
+    # probabilities averaged at the input size), e.g. scales=(0.75, 1.0, 1.25, 1.5, 1.75).
+    config.eval.scales = (1.0,)
+    config.eval.flip = False
+    # Sliding window for frames larger than the network input: (h, w), (0, 0) = whole image.
+    config.eval.window = (0, 0)
+    config.eval.window_stride = (0, 0)  # (0, 0): the window (no overlap)
     return config
 
 
@@ -52,7 +63,7 @@ def segmentation_data_config() -> ml_collections.ConfigDict:
     """Every field any segmentation source reads; `source` picks which ones matter."""
     return ml_collections.ConfigDict(
         {
-            "source": "synthetic",  # tfds | cityscapes_folder | mask_folder | synthetic
+            "source": "synthetic",  # tfds | cityscapes_folder | mask_folder | coco_folder | synthetic
             # tfds and cityscapes_folder. "val" also names TFDS's "validation" split.
             "train_split": "train",
             "eval_split": "val",
@@ -66,6 +77,10 @@ def segmentation_data_config() -> ml_collections.ConfigDict:
             "train_dir": config_dict.placeholder(str),
             "eval_dir": config_dict.placeholder(str),
             "ignore_label": IGNORE_LABEL,  # mask value meaning "unlabelled" in mask_folder masks
+            # coco_folder (train_dir / eval_dir hold a COCO JSON with polygon or RLE
+            # "segmentation"s): pixels no annotation covers become class 0 "background" or
+            # "ignore" (255). Larger objects are painted first (data/coco_segmentation.py).
+            "coco_unlabeled": "background",
             # synthetic
             "num_train": 512,
             "num_eval": 64,

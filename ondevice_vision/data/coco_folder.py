@@ -1,7 +1,8 @@
 """Detection data in a folder holding a COCO-format `annotations.json` and its images.
 
-Layout: `<dir>/annotations.json`; each image's `file_name` is looked up in `<dir>/` and then in
-`<dir>/images/` (it may contain sub-folders).
+Layout: `<dir>/annotations.json` (or `<dir>/_annotations.coco.json`, as Roboflow exports name it);
+each image's `file_name` is looked up in `<dir>/` and then in `<dir>/images/` (it may contain
+sub-folders).
 
 - Boxes: COCO [x, y, width, height] in pixels -> normalised [ymin, xmin, ymax, xmax], normalised by
   the image's `width`/`height` in the JSON (by the file's own size when the JSON has none) and
@@ -35,6 +36,8 @@ from ondevice_vision.data import dataset_paths, image_decode
 from ondevice_vision.data.label_map import LabelMap
 
 ANNOTATIONS_FILE = "annotations.json"
+# Also accepted, in this order after ANNOTATIONS_FILE: the name labelling tools' exports use.
+ANNOTATIONS_FILES = (ANNOTATIONS_FILE, "_annotations.coco.json")
 _MAX_LISTED_MISSING = 5
 
 
@@ -48,9 +51,21 @@ class CocoFolderStats:
     clipped_boxes: int = 0
 
 
-def _load_json(path: str) -> dict:
+def annotation_path(directory: str) -> str:
+    """The folder's annotation file (the first of ANNOTATIONS_FILES that exists)."""
+    for name in ANNOTATIONS_FILES:
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            return path
+    return os.path.join(directory, ANNOTATIONS_FILE)
+
+
+def load_annotations(path: str) -> dict:
+    """A COCO annotation file's JSON, with `images` and `categories` lists checked."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"COCO annotation file not found: {path}")
+        raise FileNotFoundError(
+            f"COCO annotation file not found: {path} (nor {' or '.join(ANNOTATIONS_FILES[1:])})"
+        )
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -68,8 +83,8 @@ def _load_json(path: str) -> dict:
 
 def read_categories(directory: str) -> list[tuple[int, str]]:
     """(category id, name) pairs of a folder's annotation file, sorted by id."""
-    path = os.path.join(directory, ANNOTATIONS_FILE)
-    data = _load_json(path)
+    path = annotation_path(directory)
+    data = load_annotations(path)
     try:
         categories = sorted((int(c["id"]), str(c["name"])) for c in data["categories"])
     except (KeyError, TypeError, ValueError) as e:
@@ -87,14 +102,14 @@ def label_map_for(directories: Sequence[str]) -> LabelMap:
         for cid, name in read_categories(d):
             if by_id.setdefault(cid, name) != name:
                 raise ValueError(
-                    f"{os.path.join(d, ANNOTATIONS_FILE)}: category id {cid} is named {name!r} "
+                    f"{annotation_path(d)}: category id {cid} is named {name!r} "
                     f"here but {by_id[cid]!r} in another folder"
                 )
     ids = sorted(by_id)
     return LabelMap(tuple(by_id[i] for i in ids), tuple(ids))
 
 
-def _resolve_image(directory: str, file_name: str, source: str) -> str | None:
+def resolve_image(directory: str, file_name: str, source: str) -> str | None:
     for candidate in (
         dataset_paths.join_inside(directory, file_name, source),
         dataset_paths.join_inside(os.path.join(directory, "images"), file_name, source),
@@ -125,10 +140,12 @@ def _normalised_boxes(xywh: np.ndarray, width: float, height: float):
 def read_coco_folder(directory: str, label_map: LabelMap | None = None):
     """Parses and validates a folder; returns (per-image records, LabelMap, CocoFolderStats).
 
-    Records are sorted by image id: dicts with path, image_id, boxes, classes, is_crowd.
+    Records are sorted by image id: dicts with path, image_id, boxes, classes, is_crowd,
+    orientation, segments ((segmentation, class index, annotation id) of every annotation),
+    annotated_size and decoded_size ((height, width) of the JSON and of the upright image).
     """
-    path = os.path.join(directory, ANNOTATIONS_FILE)
-    data = _load_json(path)
+    path = annotation_path(directory)
+    data = load_annotations(path)
     if label_map is None:
         label_map = label_map_for([directory])
     index_of = label_map.index_of_dataset_id()
@@ -167,7 +184,9 @@ def read_coco_folder(directory: str, label_map: LabelMap | None = None):
             raise ValueError(
                 f"{path}: annotation {ann.get('id', '?')} has unknown image id {image_id}"
             )
-        per_image[image_id].append((bbox, index_of[category_id], crowd))
+        per_image[image_id].append(
+            (bbox, index_of[category_id], crowd, ann.get("segmentation"), ann.get("id", "?"))
+        )
 
     image_ids = sorted(images)
     paths, missing = [], []
@@ -175,7 +194,7 @@ def read_coco_folder(directory: str, label_map: LabelMap | None = None):
         file_name = images[image_id].get("file_name")
         if not isinstance(file_name, str) or not file_name:
             raise ValueError(f"{path}: image {image_id} has no 'file_name'")
-        resolved = _resolve_image(directory, file_name, f"{path}: image {image_id}")
+        resolved = resolve_image(directory, file_name, f"{path}: image {image_id}")
         if resolved is None:
             missing.append(os.path.join(directory, file_name))
         paths.append(resolved)
@@ -221,6 +240,11 @@ def read_coco_folder(directory: str, label_map: LabelMap | None = None):
                 "classes": np.array([a[1] for a in anns], np.int32).reshape(-1)[keep],
                 "is_crowd": np.array([a[2] for a in anns], bool).reshape(-1)[keep],
                 "orientation": orientation,
+                # For segmentation sources (coco_segmentation.py): every annotation's shape,
+                # class index and id, and the size its coordinates refer to.
+                "segments": [(a[3], a[1], a[4]) for a in anns],
+                "annotated_size": (int(height), int(width)),
+                "decoded_size": (int(decoded_size[1]), int(decoded_size[0])),
             }
         )
     image_decode.log_unapplied_orientations(unapplied, path)

@@ -18,12 +18,13 @@ from ondevice_vision.data import (
     cityscapes_folder,
     cityscapes_labels,
     cityscapes_tfds,
+    coco_segmentation,
     mask_folder,
     synthetic_segmentation,
 )
 from ondevice_vision.data.label_map import LabelMap
 
-SOURCES = ("tfds", "cityscapes_folder", "mask_folder", "synthetic")
+SOURCES = ("tfds", "cityscapes_folder", "mask_folder", "coco_folder", "synthetic")
 SPLITS = ("train", "eval")
 
 
@@ -65,6 +66,15 @@ def _mask_folder(cfg, split):
     return mask_folder.load(directory, ignore_label=cfg.ignore_label)
 
 
+def _coco_folder(cfg, split):
+    directory = _require(cfg, "train_dir" if split == "train" else "eval_dir")
+    # One label map over both folders: train and eval must agree on the class indices.
+    folders = [d for d in (cfg.get("train_dir"), cfg.get("eval_dir")) if d]
+    unlabeled = cfg.get("coco_unlabeled", "background")
+    label_map = coco_segmentation.label_map_for(folders, unlabeled)
+    return coco_segmentation.load(directory, label_map, unlabeled)
+
+
 def _synthetic(cfg, split):
     ds = synthetic_segmentation.load(
         split=split,
@@ -79,6 +89,7 @@ _LOADERS = {
     "tfds": _tfds,
     "cityscapes_folder": _cityscapes_folder,
     "mask_folder": _mask_folder,
+    "coco_folder": _coco_folder,
     "synthetic": _synthetic,
 }
 

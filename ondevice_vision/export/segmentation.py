@@ -7,6 +7,12 @@ resized back (bilinear) before the argmax; without one it runs at the image's ow
 images of different sizes in one batch are run one by one and their outputs padded (bottom /
 right) to the largest; the `image_size` output (int32 [B, 2]) says which part of each map is real
 (padding: -1 / 0). TFLite graphs output logits [1, H, W, K] at the export input size.
+
+Multi-scale / flip / sliding-window inference is an export option for SavedModels: the config's
+`eval.scales`, `eval.flip`, `eval.window`, `eval.window_stride` (e.g. `ondevice-export ...
+--config.eval.scales=0.75,1.0,1.25,1.5,1.75 --config.eval.flip=True`) are built into the serving
+functions (tasks/segmentation_inference.py: softmax probabilities averaged at the input size);
+export.json records them. TFLite graphs keep the single forward pass.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import tensorflow as tf
 from ondevice_vision.data.image_decode import decode_upright, resize_pixels
 from ondevice_vision.data.label_map import LabelMap
 from ondevice_vision.export.signatures import ServingFunctions
+from ondevice_vision.tasks import segmentation_inference
 
 _PAD_CLASS = -1
 
@@ -34,7 +41,10 @@ class SegmentationExport(ServingFunctions):
         with_probabilities: bool = False,
         **unused,
     ):
-        del config, unused
+        del unused
+        self.inference = segmentation_inference.eval_options(config) if config else None
+        if self.inference and segmentation_inference.is_plain(self.inference):
+            self.inference = None
         self.model = model
         self.num_classes = label_map.num_classes
         self.input_size = None if input_size is None else tuple(int(v) for v in input_size)
@@ -56,15 +66,17 @@ class SegmentationExport(ServingFunctions):
     def segment(self, images):
         """uint8/float [B, H, W, 3] -> outputs at H x W."""
         x = tf.cast(images, tf.float32)
-        if self.input_size is None:
-            logits = self.model(x, training=False)
+        if self.input_size is not None:
+            x = resize_pixels(x, self.input_size)
+        if self.inference:
+            scores = segmentation_inference.class_probabilities(self.model, x, **self.inference)
         else:
-            logits = self.model(resize_pixels(x, self.input_size), training=False)
-            logits = tf.image.resize(logits, tf.shape(images)[1:3], method="bilinear")
-        logits = tf.cast(logits, tf.float32)
-        out = {"semantic_map": tf.argmax(logits, axis=-1, output_type=tf.int32)}
+            scores = tf.cast(self.model(x, training=False), tf.float32)  # logits
+        if self.input_size is not None:
+            scores = tf.image.resize(scores, tf.shape(images)[1:3], method="bilinear")
+        out = {"semantic_map": tf.argmax(scores, axis=-1, output_type=tf.int32)}
         if self.with_probabilities:
-            out["probabilities"] = tf.nn.softmax(logits)
+            out["probabilities"] = scores if self.inference else tf.nn.softmax(scores)
         return out
 
     def serving_default(self, images):
@@ -113,7 +125,12 @@ class SegmentationExport(ServingFunctions):
         return out
 
     def saved_model_details(self) -> dict:
-        return {"with_probabilities": bool(self.with_probabilities)}
+        details = {"with_probabilities": bool(self.with_probabilities)}
+        if self.inference:
+            details["inference"] = {
+                k: list(v) if isinstance(v, tuple) else v for k, v in self.inference.items()
+            }
+        return details
 
     # ------------------------------------------------------------- TFLite
     def tflite_graph_fn(self, forward=None):

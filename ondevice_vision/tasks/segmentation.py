@@ -17,6 +17,7 @@ from ondevice_vision.data.label_map import IGNORE_LABEL, LabelMap
 from ondevice_vision.data.pipeline import prepare_task_source
 from ondevice_vision.data.segmentation_sources import load_segmentation_source
 from ondevice_vision.lr_aspp.segmenter import build_segmenter
+from ondevice_vision.tasks import segmentation_inference, segmentation_loss
 
 CITYSCAPES_SOURCES = ("tfds", "cityscapes_folder")
 
@@ -69,11 +70,48 @@ def _eval_example(example):
     return image, {"mask": mask, "image_size": size, "image_id": example["image_id"]}
 
 
+# Resolved config.loss.class_weights per data config: "inverse_frequency" reads every training
+# mask, so it is computed once per process.
+_CLASS_WEIGHTS: dict[str, list | None] = {}
+
+
+def _weights_key(config) -> str:
+    return f"{config.data.to_json()}|{config.loss.class_weights}|{config.model.num_classes}"
+
+
+def class_weights(config, source=None, label_map: LabelMap | None = None):
+    """config.loss.class_weights as a list (None: every class 1); inverse frequency from `source`
+    (the training source: decoded examples with "mask"), computed and logged once."""
+    loss = config.get("loss")
+    if loss is None:
+        return None
+    key = _weights_key(config)
+    if key in _CLASS_WEIGHTS:
+        return _CLASS_WEIGHTS[key]
+    weights = segmentation_loss.parse_class_weights(loss.class_weights, config.model.num_classes)
+    counts = None
+    if weights == segmentation_loss.INVERSE_FREQUENCY:
+        if source is None:
+            with tf.init_scope():
+                source, label_map = load_segmentation_source(config.data, "train")
+        counts = segmentation_loss.class_pixel_counts(
+            (ex["mask"] for ex in source.as_numpy_iterator()), config.model.num_classes
+        )
+        weights = segmentation_loss.inverse_frequency_weights(counts)
+    if weights is not None:
+        names = label_map.names if label_map else [str(i) for i in range(len(weights))]
+        segmentation_loss.log_class_weights(weights, names, counts)
+    _CLASS_WEIGHTS[key] = weights
+    return weights
+
+
 def build_dataset(config, split: str, batch_size: int, input_context=None, repeat=None):
     """Batched (images, labels) of `split` and the LabelMap (train ids -> dataset ids)."""
     training = split == "train"
     source, label_map = load_segmentation_source(config.data, split)
     _check_classes(config, label_map)
+    if training:
+        class_weights(config, source, label_map)
     source = prepare_task_source(source, config, split, input_context, repeat)
     if training:
         ds = source.map(
@@ -101,26 +139,30 @@ def build_dataset(config, split: str, batch_size: int, input_context=None, repea
 
 
 def compute_losses(config, outputs, labels) -> tuple[dict, tf.Tensor]:
-    """Per-image summed softmax cross-entropy over labelled pixels, and their count.
+    """Per-image summed (weighted) softmax cross-entropy and the labelled pixel count.
 
-    The loop divides by the labelled pixels of the whole global batch (DeepLab's normalisation).
+    The loop divides by the labelled pixels of the whole global batch (DeepLab's normalisation);
+    config.loss adds class weights and top-k pixel mining (tasks/segmentation_loss.py).
     """
-    logits = tf.cast(outputs, tf.float32)
-    mask = tf.cast(labels["mask"][..., 0], tf.int32)
-    valid = tf.not_equal(mask, IGNORE_LABEL)
-    safe = tf.where(valid, mask, 0)
-    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe, logits=logits)
-    ce = tf.where(valid, ce, 0.0)
-    sums = {"ce_loss": tf.reduce_sum(ce, axis=[1, 2])}
-    return sums, tf.reduce_sum(tf.cast(valid, tf.float32), axis=[1, 2])
+    loss = config.get("loss")
+    top_k = segmentation_loss.check_top_k(loss.top_k_percent_pixels) if loss else 1.0
+    sums, normalizer = segmentation_loss.pixel_cross_entropy(
+        outputs, labels["mask"], class_weights(config), top_k
+    )
+    return {"ce_loss": sums}, normalizer
 
 
 def predict(config, model, images):
-    del config
-    logits = model(images, training=False)
+    """Argmax map and probabilities; config.eval's scales / flip / window when set
+    (tasks/segmentation_inference.py)."""
+    options = segmentation_inference.eval_options(config)
+    if segmentation_inference.is_plain(options):
+        probabilities = tf.nn.softmax(tf.cast(model(images, training=False), tf.float32))
+    else:
+        probabilities = segmentation_inference.class_probabilities(model, images, **options)
     return {
-        "semantic_map": tf.argmax(logits, axis=-1, output_type=tf.int32),
-        "probabilities": tf.nn.softmax(logits),
+        "semantic_map": tf.argmax(probabilities, axis=-1, output_type=tf.int32),
+        "probabilities": probabilities,
     }
 
 

@@ -293,3 +293,33 @@ def test_atomic_directory_replaces_only_when_asked(tmp_path):
             f.write("new")
     assert os.listdir(target) == ["new.txt"]
     assert sorted(os.listdir(tmp_path)) == ["export"]
+
+
+def test_multi_scale_and_flip_are_an_export_option(tmp_path):
+    """--config.eval.scales / eval.flip at export: the SavedModel averages the probabilities of
+    the scaled and mirrored runs, as ondevice-eval does (tasks/segmentation_inference.py)."""
+    import keras
+
+    from ondevice_vision.configs import base_segmentation
+    from ondevice_vision.tasks import segmentation_inference
+
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(3, 3, padding="same", kernel_initializer="glorot_normal")(inputs / 128)
+    model = keras.Model(inputs, keras.layers.Conv2D(3, 1)(x))
+    config = base_segmentation.segmentation_config("mobilenet_v3_small")
+    config.eval.scales = (0.75, 1.0)
+    config.eval.flip = True
+    config.model.num_classes = 3
+    labels = LabelMap.contiguous(["a", "b", "c"])
+    export_dir = str(tmp_path / "ms_flip")
+    export_saved_model(config, model, labels, export_dir, with_probabilities=True)
+    info = json.load(open(os.path.join(export_dir, "export.json")))
+    assert info["extra"]["inference"]["scales"] == [0.75, 1.0]
+    assert info["extra"]["inference"]["flip"] is True
+    images = np.random.default_rng(0).integers(0, 256, (1, 17, 23, 3)).astype(np.uint8)
+    served = tf.saved_model.load(export_dir).signatures["serving_default"](images=images)
+    want = segmentation_inference.class_probabilities(model, images, (0.75, 1.0), flip=True)
+    images = images.astype(np.float32)
+    np.testing.assert_allclose(served["probabilities"].numpy(), want.numpy(), atol=1e-5)
+    plain = tf.nn.softmax(model(images)).numpy()
+    assert np.abs(served["probabilities"].numpy() - plain).max() > 1e-3
