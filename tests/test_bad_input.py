@@ -21,6 +21,7 @@ from ondevice_vision.data import (
     voc_folder,
 )
 from ondevice_vision.data.label_map import LabelMap
+from ondevice_vision.heads.anchors import anchor_boxes
 from ondevice_vision.tasks import detection as detection_task
 
 
@@ -114,7 +115,11 @@ def test_images_without_boxes_train_as_all_background():
     config = ssdlite_mobilenet_v3_small_shapes.get_config("smoke")
     config.model.input_size = (64, 64)
     config.data.augment = True  # the SSD crop must cope with no boxes too
-    anchors = tf.constant(detection_task.anchors(config))
+    anchors = tf.constant(
+        anchor_boxes(
+            config.model.anchors, 2 + len(config.model.extra_depths), config.model.input_size
+        )
+    )
     example = {
         "image": tf.constant(_pixels(40, 50)),
         "image_id": tf.constant(3, tf.int64),

@@ -22,6 +22,7 @@ import tensorflow as tf
 from ondevice_vision.data.image_decode import decode_upright, resize_pixels
 from ondevice_vision.data.label_map import LabelMap
 from ondevice_vision.export.signatures import ServingFunctions
+from ondevice_vision.heads.anchors import anchor_boxes
 
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 
@@ -139,7 +140,9 @@ class DetectionExport(ServingFunctions):
     def tflite_graph_fn(self, forward=None):
         """`forward(images)`: the network's outputs (default `model(images, training=False)`;
         the int8 export passes its rewritten graph, export/tflite.py)."""
-        anchors = tf.constant(center_size_anchors(self.model.anchors(self.input_size)))
+        m = self.model
+        boxes = anchor_boxes(m.anchor_options, m.num_feature_maps, self.input_size)
+        anchors = tf.constant(center_size_anchors(boxes))
         postprocess = detection_postprocess_fn(self.tflite_details()["postprocess"])
         model = self.model
         if forward is None:

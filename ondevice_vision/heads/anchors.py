@@ -152,3 +152,22 @@ def ssd_anchors(
         scales, ratios = zip(*layer_specs, strict=True)
         layers.append(_tile_layer(grid_size, scales, ratios, base_anchor_size))
     return np.concatenate(layers, axis=0)
+
+
+def anchor_boxes(options, num_layers: int, input_size) -> np.ndarray:
+    """The SSD detector's anchors [A, 4] for `num_layers` feature maps at `input_size` (height,
+    width): the one way to get them (the detector's NMS, its export and the input pipeline's
+    matching all call this). `options` is a detection config's `model.anchors` (or a detector's
+    `anchor_options`). The image size makes non-square inputs' anchors square in pixels, as the
+    OD API does.
+    """
+    sizes = feature_map_sizes(tuple(input_size))[:num_layers]
+    return ssd_anchors(
+        sizes,
+        min_scale=options["min_scale"],
+        max_scale=options["max_scale"],
+        aspect_ratios=tuple(options["aspect_ratios"]),
+        interpolated_scale_aspect_ratio=options["interpolated_scale_aspect_ratio"],
+        reduce_boxes_in_lowest_layer=options["reduce_boxes_in_lowest_layer"],
+        image_size=tuple(input_size),
+    )

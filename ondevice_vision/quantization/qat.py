@@ -34,7 +34,7 @@ import tensorflow as tf
 from absl import logging
 
 from ondevice_vision.backbones import mobilenet
-from ondevice_vision.lr_aspp import decoder
+from ondevice_vision.models import lraspp_decoder as decoder
 from ondevice_vision.quantization import graph
 
 NUM_BITS = 8
@@ -243,7 +243,7 @@ class QuantizationSimulator(tf.Module):
 
     def _attention_pooling(self, op, key, x):
         if x.shape[1] is not None and x.shape[2] is not None:
-            # A known size (every export): one AVERAGE_POOL_2D, one int8 output (decoder.py).
+            # A known size (every export): one AVERAGE_POOL_2D, one int8 output (models/lraspp_decoder.py).
             return self.quantize(key, op(x))
         # Otherwise two matrix products (FULLY_CONNECTED in TFLite), each output int8.
         shape = tf.shape(x)

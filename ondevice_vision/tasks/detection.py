@@ -20,7 +20,9 @@ from ondevice_vision.data.detection_sources import load_detection_source
 from ondevice_vision.data.image_decode import apply_orientation, decode_rgb, resize_pixels
 from ondevice_vision.data.label_map import LabelMap
 from ondevice_vision.data.pipeline import prepare_task_source
-from ondevice_vision.heads import losses, ssdlite, target_assigner
+from ondevice_vision.heads import anchors as anchors_lib
+from ondevice_vision.heads import losses, target_assigner
+from ondevice_vision.models import ssdlite
 
 LOSS_KEYS = ("cls_loss", "box_loss")
 
@@ -29,13 +31,11 @@ def build_model(config) -> ssdlite.SSDLiteDetector:
     return ssdlite.build_detector(config.model)
 
 
-def anchors(config, input_size=None) -> np.ndarray:
-    """The anchors of the config's detector at `input_size` (default model.input_size), without
-    building the model (the input pipeline needs them on the host)."""
+def _anchors(config) -> tf.Tensor:
+    """The anchors of the config's detector at model.input_size, without building the model (the
+    input pipeline matches on the host)."""
     m = config.model
-    return ssdlite.anchor_boxes(
-        dict(m.anchors), 2 + len(m.extra_depths), input_size or m.input_size
-    )
+    return tf.constant(anchors_lib.anchor_boxes(m.anchors, 2 + len(m.extra_depths), m.input_size))
 
 
 def palette(config, num_classes: int) -> None:
@@ -160,9 +160,7 @@ def build_dataset(config, split: str, batch_size: int, input_context=None, repea
     ds = source.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
     ds = ds.batch(batch_size, drop_remainder=training)
     if not (training and _matches_in_train_step(config)):
-        targets = functools.partial(
-            add_targets, config=config, anchor_boxes=tf.constant(anchors(config))
-        )
+        targets = functools.partial(add_targets, config=config, anchor_boxes=_anchors(config))
         ds = ds.map(targets, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
     return ds.prefetch(tf.data.AUTOTUNE), label_map
 
@@ -181,7 +179,7 @@ def compute_losses(config, outputs, labels) -> tuple[dict, tf.Tensor]:
     """
     m = config.model
     if "cls_targets" not in labels:  # data.anchor_matching="train_step": match here
-        _, labels = add_targets(None, labels, config, tf.constant(anchors(config)))
+        _, labels = add_targets(None, labels, config, _anchors(config))
     sums = losses.detection_loss(
         outputs["box_outputs"],
         outputs["class_outputs"],

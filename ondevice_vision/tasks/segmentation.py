@@ -16,7 +16,7 @@ from ondevice_vision.data import cityscapes_labels, segmentation_augment
 from ondevice_vision.data.label_map import IGNORE_LABEL, LabelMap
 from ondevice_vision.data.pipeline import prepare_task_source
 from ondevice_vision.data.segmentation_sources import load_segmentation_source
-from ondevice_vision.lr_aspp.segmenter import build_segmenter
+from ondevice_vision.models.lraspp import build_segmenter
 from ondevice_vision.tasks import segmentation_inference, segmentation_loss
 
 CITYSCAPES_SOURCES = ("tfds", "cityscapes_folder")

@@ -24,7 +24,7 @@ from ondevice_vision.export import tflite
 from ondevice_vision.export.exported_model import load_exported_model
 from ondevice_vision.export.task_exports import task_export
 from ondevice_vision.heads import box_coder
-from ondevice_vision.tasks import detection as detection_task
+from ondevice_vision.heads.anchors import anchor_boxes
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def _fast_nms_reference(config, model, image):
     """The OD API fast NMS: each anchor's best class, one class-agnostic greedy NMS."""
     m = config.model
     raw = model(image[None].astype("float32"), training=False)
-    anchors = detection_task.anchors(config)
+    anchors = anchor_boxes(m.anchors, 2 + len(m.extra_depths), m.input_size)
     boxes = box_coder.decode(
         raw["box_outputs"][0], anchors, tuple(m.anchors.box_scale_factors)
     ).numpy()

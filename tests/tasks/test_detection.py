@@ -11,6 +11,7 @@ from ondevice_vision.configs import (
     ssdlite_mobilenet_v3_small_shapes,
 )
 from ondevice_vision.data.label_map import LabelMap
+from ondevice_vision.heads.anchors import anchor_boxes
 from ondevice_vision.heads.target_assigner import pairwise_iou
 from ondevice_vision.model_stats import count_madds, count_params
 from ondevice_vision.tasks import detection as detection_task
@@ -39,7 +40,7 @@ def test_edgetpu_detector_and_other_input_sizes():
     model = detection_task.build_model(config)
     for size in ((320, 320), (256, 384)):
         outputs = model(np.zeros((1, *size, 3), np.float32))
-        anchors = detection_task.anchors(config, size)
+        anchors = anchor_boxes(model.anchor_options, model.num_feature_maps, size)
         assert outputs["box_outputs"].shape == (1, len(anchors), 4)
         assert outputs["class_outputs"].shape == (1, len(anchors), 8)
 
@@ -63,7 +64,8 @@ def test_input_pipeline_targets_match_ground_truth():
     images, labels = next(iter(ds))
     assert images.shape == (2, 128, 128, 3) and images.dtype == tf.float32
     assert label_map.names[:2] == ("circle", "square")
-    anchors = detection_task.anchors(config)
+    m = config.model
+    anchors = anchor_boxes(m.anchors, 2 + len(m.extra_depths), m.input_size)
     for i in range(2):
         n = int(tf.reduce_sum(tf.cast(labels["gt_classes"][i] >= 0, tf.int32)))
         assert n >= 1
@@ -86,12 +88,16 @@ def test_matching_in_the_train_step_gives_the_pipelines_targets_and_losses(augme
     config.data.augment = augment
     config.train.shuffle_buffer = 1  # the same order in both pipelines
     assert config.data.anchor_matching == "train_step"
+    m = config.model
     tf.random.set_seed(1)
     ds, _ = detection_task.build_dataset(config, "train", batch_size=4)
     images, labels = next(iter(ds))
     assert "cls_targets" not in labels and "gt_boxes" in labels
     _, matched = detection_task.add_targets(
-        images, labels, config, tf.constant(detection_task.anchors(config))
+        images,
+        labels,
+        config,
+        tf.constant(anchor_boxes(m.anchors, 2 + len(m.extra_depths), m.input_size)),
     )
     host = config.copy_and_resolve_references()
     host.data.anchor_matching = "input_pipeline"

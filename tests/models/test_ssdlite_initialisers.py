@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from ondevice_vision.heads import ssdlite
+from ondevice_vision.models import ssdlite
 
 
 def _kernel_initializer(layer):

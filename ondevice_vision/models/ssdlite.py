@@ -3,8 +3,8 @@
 Follows the TF Object Detection API's `ssd_mobilenet_v3` feature extractor and its convolutional
 box predictor with `use_depthwise: true` (docs/reference_facts.md). Outputs are raw: box encodings
 [B, A, 4] and class logits [B, A, K + 1] with the background in column 0. The detector owns its
-inference contract, as keras-hub's RetinaNet does: `anchors(input_size)` and `detect(outputs)`
-(decoding + NMS); target assignment and losses live beside this module.
+inference contract, as keras-hub's RetinaNet does: `detect(outputs)` (decoding + NMS with the
+anchors of heads/anchors.py's `anchor_boxes`); target assignment and losses live in heads/.
 """
 
 from __future__ import annotations
@@ -163,9 +163,10 @@ class SSDLiteDetector(keras.Model):
     def backbone(self):
         return self.get_layer("backbone")
 
-    def anchors(self, input_size):
-        """The anchors [A, 4] (normalised yxyx) matching the outputs at (height, width)."""
-        return anchor_boxes(self.anchor_options, 2 + len(self.extra_depths), input_size)
+    @property
+    def num_feature_maps(self) -> int:
+        """The predictor layers: two backbone taps and the extra layers (anchors.anchor_boxes)."""
+        return 2 + len(self.extra_depths)
 
     @property
     def box_scale_factors(self) -> tuple[float, ...]:
@@ -177,7 +178,9 @@ class SSDLiteDetector(keras.Model):
         return postprocess.postprocess(
             outputs["box_outputs"],
             outputs["class_outputs"],
-            tf.constant(self.anchors(input_size)),
+            tf.constant(
+                anchors_lib.anchor_boxes(self.anchor_options, self.num_feature_maps, input_size)
+            ),
             score_threshold=o["score_threshold"],
             iou_threshold=o["iou_threshold"],
             max_detections_per_class=o["max_detections_per_class"],
@@ -234,20 +237,4 @@ def build_detector(model_config) -> SSDLiteDetector:
         backbone_bn_momentum=model_config.backbone_bn_momentum,
         anchor_options=anchor_options,
         postprocess_options={k: model_config.postprocess[k] for k in DEFAULT_POSTPROCESS_OPTIONS},
-    )
-
-
-def anchor_boxes(anchor_options: dict, num_layers: int, input_size):
-    """SSD anchors [A, 4] of `num_layers` feature maps at `input_size` (height, width)."""
-    o = dict(DEFAULT_ANCHOR_OPTIONS, **anchor_options)
-    sizes = anchors_lib.feature_map_sizes(tuple(input_size))[:num_layers]
-    # The image size makes non-square inputs' anchors square in pixels, as the OD API does.
-    return anchors_lib.ssd_anchors(
-        sizes,
-        min_scale=o["min_scale"],
-        max_scale=o["max_scale"],
-        aspect_ratios=tuple(o["aspect_ratios"]),
-        interpolated_scale_aspect_ratio=o["interpolated_scale_aspect_ratio"],
-        reduce_boxes_in_lowest_layer=o["reduce_boxes_in_lowest_layer"],
-        image_size=tuple(input_size),
     )

@@ -7,15 +7,14 @@ import pytest
 import tensorflow as tf
 
 from ondevice_vision.backbones import BACKBONES
-from ondevice_vision.lr_aspp import (
+from ondevice_vision.model_stats import count_madds, count_params
+from ondevice_vision.models.lraspp import Segmenter, build_segmenter
+from ondevice_vision.models.lraspp_decoder import (
     AttentionPooling,
     ResizeToMatch,
-    Segmenter,
-    build_segmenter,
     lraspp_decoder,
     paper_pooling_geometry,
 )
-from ondevice_vision.model_stats import count_madds, count_params
 
 # Paper Table 7 / Table 8 (docs/reference_facts.md): trainable params, MAdds at 1024x2048 OS16 and OS32.
 PAPER = {
@@ -212,7 +211,7 @@ def test_counts_reproduce_the_paper(name):
         assert params - count_params(backbone)["trainable_params"] == head_params
         assert madds[output_stride] - count_madds(backbone, FULL) == head_madds
 
-    # reduced_tail="segmentation" (DeepLab's *_seg tail) reproduces Table 7/8 (segmenter.py).
+    # reduced_tail="segmentation" (DeepLab's *_seg tail) reproduces Table 7/8 (models/lraspp.py).
     assert params == pytest.approx(paper_params, rel=0.05)
     assert madds[16] == pytest.approx(paper_madds_os16, rel=0.05)
     assert madds[32] == pytest.approx(paper_madds_os32, rel=0.05)

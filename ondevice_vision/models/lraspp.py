@@ -26,7 +26,7 @@ from __future__ import annotations
 import keras
 
 from ondevice_vision.backbones import build_backbone
-from ondevice_vision.lr_aspp.decoder import (
+from ondevice_vision.models.lraspp_decoder import (
     ATTENTION_POOLING,
     lraspp_decoder,
     paper_pooling_geometry,
@@ -41,7 +41,7 @@ class Segmenter(keras.Model):
 
     Input: pixels in [0, 255], uint8 or float, any size. Output: float32 logits
     [B, H, W, num_classes] at the input resolution (also under a mixed-precision policy).
-    `attention_pool_strides` overrides the strides derived from `crop_size` (see decoder.py).
+    `attention_pool_strides` overrides the strides derived from `crop_size` (see lraspp_decoder.py).
     """
 
     def __init__(
