@@ -1,5 +1,6 @@
 """Shared test set-up. Tests mirror the package (tests/<package>/test_<module>.py); helpers that
-several test modules use live in tests/helpers/ (importable as top-level modules).
+several test modules use live in the package tests.helpers (`from tests.helpers import train_cli`:
+pytest's importlib mode imports tests/ as the package `tests`, so no sys.path editing is needed).
 
 Scheduling under pytest-xdist (`make test` runs 2 workers): pyproject.toml sets
 --dist=loadscope, so each test module runs on one worker and builds its module-scoped fixtures
@@ -10,15 +11,12 @@ them: the slowest first, so that they do not form a tail on one worker while the
 """
 
 import os
-import sys
 
 import pytest
 
 # Quiet TensorFlow's C++ logging and keep each test worker to the machine's small share of cores.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers"))
 
 # Slowest modules first, by a `-n 2 --durations=40` run of the whole suite (seconds on the shared,
 # busy 2-core development machine: slower than the CI runner). Unlisted modules follow in collection
@@ -76,7 +74,7 @@ def overfit_detector(tmp_path_factory):
     """SSDLite V3-Small trained on the two images of `overfit_detection_config`, once per test
     run (tests/helpers/export_fixtures.py: the first worker trains, the others load its weights):
     (config, model, the trainer's result). Users must leave the model's weights as they are."""
-    from export_fixtures import overfit_detection_config, shared_overfit_model
+    from tests.helpers.export_fixtures import overfit_detection_config, shared_overfit_model
 
     config = overfit_detection_config()
     model, result = shared_overfit_model(config, _shared_dir(tmp_path_factory, "overfit_detector"))
@@ -87,7 +85,7 @@ def overfit_detector(tmp_path_factory):
 def overfit_segmenter(tmp_path_factory):
     """LR-ASPP V3-Small trained on the two images of `overfit_segmentation_config`, as
     `overfit_detector`."""
-    from export_fixtures import overfit_segmentation_config, shared_overfit_model
+    from tests.helpers.export_fixtures import overfit_segmentation_config, shared_overfit_model
 
     config = overfit_segmentation_config()
     model, result = shared_overfit_model(config, _shared_dir(tmp_path_factory, "overfit_segmenter"))

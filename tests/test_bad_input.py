@@ -9,7 +9,6 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-import train_cli
 from PIL import Image
 
 from ondevice_vision.configs import ssdlite_mobilenet_v3_small_shapes
@@ -23,6 +22,7 @@ from ondevice_vision.data import (
 from ondevice_vision.data.label_map import LabelMap
 from ondevice_vision.heads.anchors import anchor_boxes
 from ondevice_vision.tasks import detection as detection_task
+from tests.helpers import train_cli
 
 
 def test_command_line_mistakes_are_named(tmp_path):

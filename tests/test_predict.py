@@ -11,14 +11,6 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from export_fixtures import (
-    detection_config,
-    eval_images,
-    label_map,
-    lively_model,
-    png_bytes,
-    segmentation_config,
-)
 from PIL import Image, ImageOps
 
 from ondevice_vision import drawing
@@ -30,6 +22,14 @@ from ondevice_vision.export.export_info import ExportInfo, read_export_files
 from ondevice_vision.export.exported_model import load_exported_model
 from ondevice_vision.export.main import label_map_and_palette
 from ondevice_vision.predict import checked_inputs, predict_files, read_image
+from tests.helpers.export_fixtures import (
+    detection_config,
+    eval_images,
+    label_map,
+    lively_model,
+    png_bytes,
+    segmentation_config,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DETECTION_CONFIG = "ondevice_vision/configs/ssdlite_mobilenet_v3_small_shapes.py:smoke"

@@ -8,18 +8,18 @@ import os
 import shutil
 
 import pytest
-from export_fixtures import (
-    detection_config,
-    label_map,
-    lively_model,
-    segmentation_config,
-)
 
 from ondevice_vision.data.label_map import LabelMap
 from ondevice_vision.eval import evaluate as eval_lib
 from ondevice_vision.eval.evaluate import evaluate_exported
 from ondevice_vision.export import tflite
 from ondevice_vision.export.saved_model import export_saved_model
+from tests.helpers.export_fixtures import (
+    detection_config,
+    label_map,
+    lively_model,
+    segmentation_config,
+)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,15 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from export_fixtures import (
+from PIL import Image, ImageOps
+
+from ondevice_vision.data.label_map import LabelMap
+from ondevice_vision.export.export_info import read_export_files
+from ondevice_vision.export.saved_model import export_saved_model
+from ondevice_vision.export.task_exports import task_export
+from ondevice_vision.files import atomic_directory
+from ondevice_vision.tasks import detection as detection_task
+from tests.helpers.export_fixtures import (
     assert_same_detections,
     confident,
     detection_config,
@@ -25,14 +33,6 @@ from export_fixtures import (
     segmentation_config,
     tf_example,
 )
-from PIL import Image, ImageOps
-
-from ondevice_vision.data.label_map import LabelMap
-from ondevice_vision.export.export_info import read_export_files
-from ondevice_vision.export.saved_model import export_saved_model
-from ondevice_vision.export.task_exports import task_export
-from ondevice_vision.files import atomic_directory
-from ondevice_vision.tasks import detection as detection_task
 
 TOL = 1e-4
 

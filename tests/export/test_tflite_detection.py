@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
-from export_fixtures import (
+
+from ondevice_vision.export import tflite
+from ondevice_vision.export.exported_model import load_exported_model
+from ondevice_vision.export.task_exports import task_export
+from ondevice_vision.heads import box_coder
+from ondevice_vision.heads.anchors import anchor_boxes
+from tests.helpers.export_fixtures import (
     assert_same_detections,
     confident,
     detection_config,
@@ -19,12 +25,6 @@ from export_fixtures import (
     label_map,
     lively_model,
 )
-
-from ondevice_vision.export import tflite
-from ondevice_vision.export.exported_model import load_exported_model
-from ondevice_vision.export.task_exports import task_export
-from ondevice_vision.heads import box_coder
-from ondevice_vision.heads.anchors import anchor_boxes
 
 
 @pytest.fixture(scope="module")

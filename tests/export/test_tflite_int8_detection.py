@@ -14,19 +14,19 @@ import json
 
 import numpy as np
 import pytest
-from export_fixtures import (
-    delegated_ops,
-    label_map,
-    operators,
-    training_examples,
-)
-from mediapipe_checks import assert_detections_match, write_images
-from qat_fixtures import quantization_aware_export
 
 from ondevice_vision.eval.coco_evaluator import CocoEvaluator
 from ondevice_vision.export import edgetpu_ops, tflite
 from ondevice_vision.export.exported_model import load_exported_model
 from ondevice_vision.tasks import detection as detection_task
+from tests.helpers.export_fixtures import (
+    delegated_ops,
+    label_map,
+    operators,
+    training_examples,
+)
+from tests.helpers.mediapipe_checks import assert_detections_match, write_images
+from tests.helpers.qat_fixtures import quantization_aware_export
 
 AP50_DROP_BOUND = 0.10
 AP_DROP_BOUND = 0.15

@@ -13,18 +13,18 @@ import json
 
 import numpy as np
 import pytest
-from export_fixtures import (
+
+from ondevice_vision.eval.miou import StreamingConfusionMatrix
+from ondevice_vision.export import edgetpu_ops, tflite
+from ondevice_vision.export.exported_model import load_exported_model
+from tests.helpers.export_fixtures import (
     delegated_ops,
     label_map,
     operators,
     training_examples,
 )
-from mediapipe_checks import assert_class_maps_match, write_images
-from qat_fixtures import quantization_aware_export
-
-from ondevice_vision.eval.miou import StreamingConfusionMatrix
-from ondevice_vision.export import edgetpu_ops, tflite
-from ondevice_vision.export.exported_model import load_exported_model
+from tests.helpers.mediapipe_checks import assert_class_maps_match, write_images
+from tests.helpers.qat_fixtures import quantization_aware_export
 
 MIOU_DROP_BOUND = 0.05
 

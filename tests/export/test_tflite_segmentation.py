@@ -6,11 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-from export_fixtures import eval_images, label_map, lively_model, operators, segmentation_config
 
 from ondevice_vision.export import tflite
 from ondevice_vision.export.exported_model import load_exported_model
 from ondevice_vision.export.task_exports import task_export
+from tests.helpers.export_fixtures import (
+    eval_images,
+    label_map,
+    lively_model,
+    operators,
+    segmentation_config,
+)
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ import json
 import os
 
 import numpy as np
-from export_fixtures import png_bytes
 
 from ondevice_vision.predict import mediapipe_usage, predict_files
+from tests.helpers.export_fixtures import png_bytes
 
 BOX_PIXELS = 1.0
 FLOAT_PIXELS = 0.01

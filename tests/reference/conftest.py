@@ -1,11 +1,8 @@
 import os
-import sys
 
 import pytest
 
-# The harness modules sit next to the tests (pytest runs with --import-mode=importlib).
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import reference_harness  # noqa: E402
+from tests.reference import reference_harness
 
 
 @pytest.fixture(scope="session")

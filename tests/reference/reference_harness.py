@@ -13,7 +13,8 @@ import subprocess
 import sys
 
 import numpy as np
-import reference_inputs
+
+from tests.reference import reference_inputs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))

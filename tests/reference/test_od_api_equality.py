@@ -11,13 +11,13 @@ import importlib
 
 import numpy as np
 import pytest
-import reference_harness
 import tensorflow as tf
 
 from ondevice_vision.heads import losses, target_assigner
 from ondevice_vision.heads.anchors import anchor_boxes
 from ondevice_vision.importers import od_api
 from ondevice_vision.models import ssdlite
+from tests.reference import reference_harness
 
 CONFIGS = {
     "ssdlite_v3_large": "ssdlite_mobilenet_v3_large_320_coco",

@@ -7,10 +7,10 @@ logits; our backbone loads that TF1 checkpoint by name and must give the same lo
 
 import numpy as np
 import pytest
-import reference_harness
 
 from ondevice_vision.backbones import build_backbone, slim_checkpoint
 from ondevice_vision.backbones.imagenet_weights import load_imagenet_weights
+from tests.reference import reference_harness
 
 CLASSIFIERS = {
     "v3_large_1.0": ("mobilenet_v3_large", 1.0),

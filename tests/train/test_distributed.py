@@ -6,11 +6,11 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-import train_cli
 
 from ondevice_vision.configs import ssdlite_mobilenet_v3_small_shapes
 from ondevice_vision.tasks import detection as detection_task
 from ondevice_vision.train import strategy, train_input
+from tests.helpers import train_cli
 
 # Measured on CPU (4 steps): losses agree to 1.4e-6 relative, gradient norms to 9e-6, weights to
 # 1.1e-4 absolute (a BN moving variance; median 5e-7): float sums in another order, amplified a

@@ -5,12 +5,12 @@ import subprocess
 
 import numpy as np
 import tensorflow as tf
-import train_cli
 
 from ondevice_vision import checkpoints as checkpointing
 from ondevice_vision.configs import ssdlite_mobilenet_v3_small_shapes
 from ondevice_vision.tasks import detection as detection_task
 from ondevice_vision.train import strategy, train_input
+from tests.helpers import train_cli
 
 TOTAL = 30
 NAN_STEP = 3

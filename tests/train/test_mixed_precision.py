@@ -2,12 +2,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import train_cli
 
 from ondevice_vision.configs import ssdlite_mobilenet_v3_small_shapes
 from ondevice_vision.tasks import detection as detection_task
 from ondevice_vision.train import strategy
 from ondevice_vision.train import trainer as trainer_lib
+from tests.helpers import train_cli
 
 # bfloat16 keeps 8 bits of mantissa: the losses of the same weights on the same batch agree
 # to about 1% (measured: 0.1%).

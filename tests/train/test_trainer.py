@@ -231,7 +231,7 @@ def test_a_stop_before_a_loops_first_step_logs_nothing_over_the_last_step(tmp_pa
     import signal
     import time
 
-    from train_cli import scalars
+    from tests.helpers.train_cli import scalars
 
     config = ssdlite_mobilenet_v3_small_shapes.get_config("smoke")
     config.train.total_steps = 6
