@@ -31,8 +31,6 @@ _RULES = [
     ("train.momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("train.clip_gradient_norm", lambda v: v >= 0, f"{_NON_NEGATIVE} (0: off)"),
     ("train.quantization.delay", lambda v: isinstance(v, int) and v >= 0, _NON_NEGATIVE),
-    ("train.quantization.weight_bits", lambda v: v == 8, "8 (the int8 TFLite export)"),
-    ("train.quantization.activation_bits", lambda v: v == 8, "8 (the int8 TFLite export)"),
     ("train.quantization.ema_decay", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("eval.batch_size", lambda v: isinstance(v, int) and v > 0, _POSITIVE),
     (

@@ -35,8 +35,6 @@ def train_config() -> ml_collections.ConfigDict:
             "nan_policy": "stop",  # stop | skip
             # Batch-norm statistics over the global batch (all replicas), not each replica's.
             "sync_batch_norm": False,
-            # Testing aid: make the loss NaN at this global step (0: never).
-            "debug_nan_at_step": 0,
             "shuffle_buffer": 1000,
             "checkpoint_data_iterator": True,
             # "grpc://HOST:PORT" of a tf.data service dispatcher: its workers run the input
@@ -65,8 +63,6 @@ def train_config() -> ml_collections.ConfigDict:
                 {
                     "enabled": False,
                     "delay": 0,
-                    "weight_bits": 8,
-                    "activation_bits": 8,
                     "ema_decay": 0.999,
                 }
             ),

@@ -9,7 +9,8 @@
 Target (`:quant` only): 24.3 mAP on COCO14 minival, the OD API model zoo's uint8 Edge TPU model,
 which was trained quantization-aware (`ssdlite_mobilenet_edgetpu_320x320_coco_quant.config`:
 `graph_rewriter { quantization { delay: 30000 weight_bits: 8 activation_bits: 8 } }`, otherwise
-the float recipe). `:quant` sets the same `train.quantization`; the int8 export then uses the
+the float recipe). `:quant` sets the same `train.quantization` (8 bits is what the int8 export
+quantizes to); the int8 export then uses the
 learned ranges. Without `:quant` the recipe trains in float and has no published target.
 Taps: layer 18's expansion (384 ch, stride 16) and layer 23 (192 ch, stride 32); no reduced tail;
 base learning rate 0.8.
@@ -27,8 +28,6 @@ def get_config(arg=None):
         q = config.train.quantization
         q.enabled = True
         q.delay = 30_000
-        q.weight_bits = 8
-        q.activation_bits = 8
     if "smoke" in words:
         base_detection.smoke(config)
         if "quant" in words:

@@ -1,10 +1,11 @@
 """Quantization-aware training: the model computed as the int8 TFLite converter will quantize it.
 
 `train.quantization` (the Object Detection API's `graph_rewriter { quantization { delay,
-weight_bits, activation_bits } }`): from step `delay` on, every training step runs the model
-through `QuantizationSimulator.forward`, which walks the model's own functional graph
-(`graph.run`, same layers and variables, so checkpoints keep their layout) and simulates what the
-converter does to it:
+weight_bits, activation_bits } }`; the bit widths are always 8 here, the int8 TFLite export's):
+from step `delay` on, every training step runs the model through
+`QuantizationSimulator.forward`, which walks the model's own functional graph (`graph.run`, same
+layers and variables, so checkpoints keep their layout) and simulates what the converter does to
+it:
 
 - Convolutions followed by batch norm are folded the way the converter folds them (kernel times
   gamma / sqrt(moving_variance + eps), bias beta - moving_mean * that factor), from `delay` on

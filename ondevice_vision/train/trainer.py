@@ -17,6 +17,7 @@ with `train.nan_policy="skip"`), and weights are checked to be finite before eve
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 
 import keras
@@ -199,10 +200,6 @@ class Trainer:
                 )
                 terms["l2"] = 0.5 * tc.weight_decay * l2 / replicas
                 loss += terms["l2"]
-            if tc.get("debug_nan_at_step"):
-                # Testing aid: poisons the loss (and so every gradient) at one global step.
-                poison = tf.equal(self.step + 1, tc.debug_nan_at_step)
-                loss *= tf.where(poison, float("nan"), 1.0)
             scaled = self.optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, variables)
         pairs = [(g, v) for g, v in zip(grads, variables, strict=True) if g is not None]
@@ -372,121 +369,174 @@ class Trainer:
             checkpoints.cleanup_worker_dirs(self.is_chief, self.worker_index, self.workdir)
 
     def _train(self, eval_fn):
-        config, tc = self.config, self.config.train
+        run = self._start_run(eval_fn)
+        if run is None:
+            return {"step": int(self.step.numpy()), "preempted": False}
+        self._stop_requested.assign(False)
+        with Preemption(on_request=lambda: self._stop_requested.assign(True)) as preemption:
+            while int(self.step.numpy()) < self.config.train.total_steps:
+                first_step = int(self.step.numpy())
+                num_steps = self._steps_to_next_boundary(run, first_step)
+                means, status = self._run_steps(run, num_steps)
+                step = int(self.step.numpy())
+                self._apply_nan_policy(run, status, step, num_steps)
+                # A stop request can end the loop before its first step: nothing ran, so there
+                # is nothing to log or save (logging would write zeros over this step's losses).
+                if step > first_step:
+                    self._finish_interval(run, step, means, status)
+                if self._stop_agreed(run, preemption):
+                    if run.saved_step != step:
+                        self._save(run, step)
+                    logging.warning(
+                        "Stopped at step %d after a signal; the next start resumes.", step
+                    )
+                    run.preempted = True
+                    break
+                if run.eval_now(step) and step < self.config.train.total_steps:
+                    eval_fn(self.model, step)
+        run.writer.close()
+        return {"step": int(self.step.numpy()), "preempted": run.preempted, **run.last_scalars}
+
+    def _start_run(self, eval_fn) -> _Run | None:
+        """Restores (or initialises) the run; None when it has already reached total_steps."""
+        tc = self.config.train
         checkpoint = self.make_checkpoint()
         iterator = self._restore(checkpoint)
         manager = checkpoints.make_manager(
             checkpoint, self.workdir, tc.keep_checkpoints, self.is_chief, self.worker_index
         )
         if self.is_chief:
-            checkpoints.write_config(config, self.workdir)
+            checkpoints.write_config(self.config, self.workdir)
         start = int(self.step.numpy())
         if start >= tc.total_steps:
             logging.info("Already trained %d/%d steps.", start, tc.total_steps)
-            return {"step": start, "preempted": False}
+            return None
         writer = (
             tf.summary.create_file_writer(os.path.join(self.workdir, "train"))
             if self.is_chief
             else tf.summary.create_noop_writer()
         )
-        keys = self._loss_keys(self.input.element_spec)
-        train_loop = self._build_train_loop(keys)
-        any_worker = self._build_agreement() if self.input.workers > 1 else None
+        return _Run(
+            iterator=iterator,
+            manager=manager,
+            writer=writer,
+            train_loop=self._build_train_loop(self._loss_keys(self.input.element_spec)),
+            any_worker=self._build_agreement() if self.input.workers > 1 else None,
+            progress=Progress(tc.total_steps, self.global_batch, start),
+            eval_every=self.config.eval.every_steps if eval_fn else 0,
+            saved_step=start,
+        )
+
+    # Scheduling: one call of the compiled loop runs up to the next step that logs, saves,
+    # evaluates or ends the run.
+    def _steps_to_next_boundary(self, run: _Run, step: int) -> int:
+        tc = self.config.train
         steps_per_loop = tc.steps_per_loop or tc.log_every_steps
-        progress = Progress(tc.total_steps, self.global_batch, start)
-        eval_every = config.eval.every_steps
-        last_scalars, saved_step, skipped = {}, start, 0
-        preempted = False
+        boundaries = [tc.total_steps, _next_multiple(step, steps_per_loop)]
+        boundaries.append(_next_multiple(step, tc.log_every_steps))
+        boundaries.append(_next_multiple(step, tc.checkpoint_every_steps))
+        if run.eval_every:
+            boundaries.append(_next_multiple(step, run.eval_every))
+        return min(boundaries) - step
 
-        def save(step):
-            if not bool(self._weights_finite()):
-                raise NonFiniteLossError(
-                    f"Non-finite weights at step {step}; not saving them. The last good "
-                    f"checkpoint is {manager.latest_checkpoint or '(none)'}."
-                )
-            checkpoints.save(manager, step)
+    def _run_steps(self, run: _Run, num_steps: int):
+        step = int(self.step.numpy())
+        try:
+            return run_interruptible(run.train_loop, run.iterator, tf.constant(num_steps, tf.int64))
+        except tf.errors.OutOfRangeError as e:
+            raise ValueError(
+                f"The training input ran out of data after step {step}: the data source "
+                "yields fewer examples than one batch per worker (check the dataset "
+                "filters and the number of workers)."
+            ) from e
 
-        self._stop_requested.assign(False)
-        with Preemption(on_request=lambda: self._stop_requested.assign(True)) as preemption:
-            while int(self.step.numpy()) < tc.total_steps:
-                step = int(self.step.numpy())
-                boundaries = [tc.total_steps, _next_multiple(step, steps_per_loop)]
-                boundaries.append(_next_multiple(step, tc.log_every_steps))
-                boundaries.append(_next_multiple(step, tc.checkpoint_every_steps))
-                if eval_fn and eval_every:
-                    boundaries.append(_next_multiple(step, eval_every))
-                num_steps = min(boundaries) - step
-                first_step = step
-                try:
-                    means, status = run_interruptible(
-                        train_loop, iterator, tf.constant(num_steps, tf.int64)
-                    )
-                except tf.errors.OutOfRangeError as e:
-                    raise ValueError(
-                        f"The training input ran out of data after step {step}: the data source "
-                        "yields fewer examples than one batch per worker (check the dataset "
-                        "filters and the number of workers)."
-                    ) from e
-                step = int(self.step.numpy())
-                bad, first_bad = int(status["bad"]), int(status["first_bad_step"])
-                if bad and tc.nan_policy == "stop":
-                    raise NonFiniteLossError(
-                        f"Non-finite loss or gradient at step {first_bad}; stopped without "
-                        f"saving. The last good checkpoint is "
-                        f"{manager.latest_checkpoint or '(none)'} in {self.workdir}. Lower "
-                        "train.base_learning_rate, set train.clip_gradient_norm, or set "
-                        "train.nan_policy=skip."
-                    )
-                if bad:
-                    skipped += bad
-                    logging.warning(
-                        "Non-finite loss or gradient at step %d (%d in steps %d-%d): those "
-                        "updates were skipped; %d skipped so far.",
-                        first_bad,
-                        bad,
-                        step - num_steps + 1,
-                        step,
-                        skipped,
-                    )
-                # A stop request can end the loop before its first step: nothing ran, so there
-                # is nothing to log or save (logging would write zeros over this step's losses).
-                if step > first_step:
-                    eval_now = bool(eval_fn and eval_every and step % eval_every == 0)
-                    if step == tc.total_steps or eval_now:
-                        self.recalibrate_batch_norm()
-                    scalars = {k: float(v.numpy()) for k, v in means.items()}
-                    scalars["lr"] = float(self.schedule(step - 1))
-                    scalars["grad_norm"] = float(status["grad_norm"])
-                    last_scalars = scalars
-                    if step % tc.log_every_steps == 0 or step == tc.total_steps:
-                        speed = progress.update(step)
-                        logging.info(progress.line(step, scalars, speed))
-                        with writer.as_default(step=step):
-                            for k, v in scalars.items():
-                                name = k if k in ("lr", "grad_norm") else f"loss/{k}"
-                                tf.summary.scalar(name, v)
-                            tf.summary.scalar("speed/images_per_sec", speed["images_per_sec"])
-                            tf.summary.scalar("speed/steps_per_sec", speed["steps_per_sec"])
-                            tf.summary.scalar("skipped_steps", skipped)
-                        writer.flush()
-                    if step % tc.checkpoint_every_steps == 0 or step == tc.total_steps:
-                        save(step)
-                        saved_step = step
-                stop = preemption.requested
-                if any_worker is not None:
-                    stop = bool(any_worker(tf.constant(stop)))
-                if stop:
-                    if saved_step != step:
-                        save(step)
-                    logging.warning(
-                        "Stopped at step %d after a signal; the next start resumes.", step
-                    )
-                    preempted = True
-                    break
-                if eval_fn and eval_every and step % eval_every == 0 and step < tc.total_steps:
-                    eval_fn(self.model, step)
-        writer.close()
-        return {"step": int(self.step.numpy()), "preempted": preempted, **last_scalars}
+    def _apply_nan_policy(self, run: _Run, status: dict, step: int, num_steps: int) -> None:
+        """train.nan_policy: "stop" raises before anything is saved; "skip" counts and warns
+        (the compiled loop already left those updates out)."""
+        bad, first_bad = int(status["bad"]), int(status["first_bad_step"])
+        if not bad:
+            return
+        if self.config.train.nan_policy == "stop":
+            raise NonFiniteLossError(
+                f"Non-finite loss or gradient at step {first_bad}; stopped without "
+                f"saving. The last good checkpoint is "
+                f"{run.manager.latest_checkpoint or '(none)'} in {self.workdir}. Lower "
+                "train.base_learning_rate, set train.clip_gradient_norm, or set "
+                "train.nan_policy=skip."
+            )
+        run.skipped += bad
+        logging.warning(
+            "Non-finite loss or gradient at step %d (%d in steps %d-%d): those "
+            "updates were skipped; %d skipped so far.",
+            first_bad,
+            bad,
+            step - num_steps + 1,
+            step,
+            run.skipped,
+        )
+
+    def _finish_interval(self, run: _Run, step: int, means: dict, status: dict) -> None:
+        """After steps ran: batch-norm recalibration, summaries and the checkpoint due now."""
+        tc = self.config.train
+        if step == tc.total_steps or run.eval_now(step):
+            self.recalibrate_batch_norm()
+        scalars = {k: float(v.numpy()) for k, v in means.items()}
+        scalars["lr"] = float(self.schedule(step - 1))
+        scalars["grad_norm"] = float(status["grad_norm"])
+        run.last_scalars = scalars
+        if step % tc.log_every_steps == 0 or step == tc.total_steps:
+            self._write_summaries(run, step, scalars)
+        if step % tc.checkpoint_every_steps == 0 or step == tc.total_steps:
+            self._save(run, step)
+            run.saved_step = step
+
+    def _write_summaries(self, run: _Run, step: int, scalars: dict) -> None:
+        speed = run.progress.update(step)
+        logging.info(run.progress.line(step, scalars, speed))
+        with run.writer.as_default(step=step):
+            for k, v in scalars.items():
+                name = k if k in ("lr", "grad_norm") else f"loss/{k}"
+                tf.summary.scalar(name, v)
+            tf.summary.scalar("speed/images_per_sec", speed["images_per_sec"])
+            tf.summary.scalar("speed/steps_per_sec", speed["steps_per_sec"])
+            tf.summary.scalar("skipped_steps", run.skipped)
+        run.writer.flush()
+
+    def _save(self, run: _Run, step: int) -> None:
+        """A checkpoint of finite weights only (the last good one stays the latest otherwise)."""
+        if not bool(self._weights_finite()):
+            raise NonFiniteLossError(
+                f"Non-finite weights at step {step}; not saving them. The last good "
+                f"checkpoint is {run.manager.latest_checkpoint or '(none)'}."
+            )
+        checkpoints.save(run.manager, step)
+
+    def _stop_agreed(self, run: _Run, preemption: Preemption) -> bool:
+        """Whether this worker, or any worker of a multi-worker run, was asked to stop."""
+        stop = preemption.requested
+        if run.any_worker is not None:
+            stop = bool(run.any_worker(tf.constant(stop)))
+        return stop
+
+
+@dataclasses.dataclass
+class _Run:
+    """The state of one `Trainer.train` call between its steps."""
+
+    iterator: object
+    manager: tf.train.CheckpointManager
+    writer: object
+    train_loop: object
+    any_worker: object
+    progress: Progress
+    eval_every: int
+    saved_step: int
+    last_scalars: dict = dataclasses.field(default_factory=dict)
+    skipped: int = 0
+    preempted: bool = False
+
+    def eval_now(self, step: int) -> bool:
+        return bool(self.eval_every and step % self.eval_every == 0)
 
 
 def _next_multiple(step: int, every: int) -> int:

@@ -24,8 +24,9 @@ SEGMENTATION_SMOKE = "ondevice_vision/configs/lraspp_mobilenet_v3_small_shapes.p
 DETERMINISTIC_DATA = ("--config.data.augment=False", "--config.train.shuffle_buffer=1")
 
 
-def command(workdir, *args, config=SMOKE):
-    return [
+def command(workdir, *args, config=SMOKE, nan_at_step=None):
+    """The CLI's command line; `nan_at_step`: with the loss NaN at that step (nan_injection.py)."""
+    cli = [
         sys.executable,
         "-m",
         "ondevice_vision.train.main",
@@ -33,6 +34,11 @@ def command(workdir, *args, config=SMOKE):
         f"--workdir={workdir}",
         *args,
     ]
+    if nan_at_step is None:
+        return cli
+    import nan_injection
+
+    return nan_injection.command(nan_at_step, cli)
 
 
 def environment(tf_config=None):
@@ -43,12 +49,12 @@ def environment(tf_config=None):
     return env
 
 
-def start(workdir, *args, log_path=None, tf_config=None, config=SMOKE):
+def start(workdir, *args, log_path=None, tf_config=None, config=SMOKE, nan_at_step=None):
     """Starts a run; stdout and stderr go to `log_path` (default <workdir>.log)."""
     log_path = log_path or f"{workdir}.log"
     log = open(log_path, "w")  # closed by finish()
     process = subprocess.Popen(
-        command(workdir, *args, config=config),
+        command(workdir, *args, config=config, nan_at_step=nan_at_step),
         cwd=ROOT,
         env=environment(tf_config),
         stdout=log,

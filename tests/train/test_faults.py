@@ -41,7 +41,7 @@ def test_nan_stop_then_sigterm_then_sigkill_then_resume_to_the_end(tmp_path):
         workdir,
         *common,
         "--config.train.checkpoint_every_steps=2",
-        f"--config.train.debug_nan_at_step={NAN_STEP}",
+        nan_at_step=NAN_STEP,
         log_path=tmp_path / "1_nan.log",
         config=config,
     )
@@ -96,7 +96,7 @@ def test_nan_stop_then_sigterm_then_sigkill_then_resume_to_the_end(tmp_path):
         *common,
         "--config.train.checkpoint_every_steps=10",
         "--config.train.nan_policy=skip",
-        f"--config.train.debug_nan_at_step={skip_at}",
+        nan_at_step=skip_at,
         log_path=tmp_path / "4_resume.log",
         config=config,
     )
