@@ -7,8 +7,6 @@ step the update would make) each loss term, and so every gradient, is NaN. `comm
 
 from __future__ import annotations
 
-import os
-
 import tensorflow as tf
 
 from ondevice_vision.train import trainer as trainer_lib
@@ -43,10 +41,9 @@ def command(nan_at_step: int, cli_command: list[str]) -> list[str]:
     """`[python, -m, ondevice_vision.train.main, args...]` -> the same run with the NaN."""
     python, dash_m, module, *args = cli_command
     assert (dash_m, module) == ("-m", "ondevice_vision.train.main"), cli_command
+    # `python -c` puts the working directory (the repository root, train_cli.ROOT) on sys.path.
     code = (
-        "import sys\n"
-        f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
-        "import nan_injection\n"
+        "from tests.helpers import nan_injection\n"
         f"nan_injection.install({int(nan_at_step)})\n"
         "from ondevice_vision.train import main\n"
         "main.run()\n"

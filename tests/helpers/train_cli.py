@@ -36,7 +36,7 @@ def command(workdir, *args, config=SMOKE, nan_at_step=None):
     ]
     if nan_at_step is None:
         return cli
-    import nan_injection
+    from tests.helpers import nan_injection
 
     return nan_injection.command(nan_at_step, cli)
 
