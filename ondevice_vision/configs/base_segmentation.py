@@ -21,6 +21,10 @@ def segmentation_config(backbone: str) -> ml_collections.ConfigDict:
             "reduced_tail": "segmentation",  # DeepLab's *_seg = the paper's RF2
             "output_stride": 16,
             "head_filters": 128,
+            # "paper" (MobileNetV3 section 6.4) or "deeplab" (DeepLab's released Cityscapes
+            # checkpoints: hard-sigmoid gate, pooling stride (4, 5), align_corners resizes;
+            # docs/reference_facts.md). The *_deeplab configs also set output_stride 32.
+            "lraspp_variant": "paper",
             "attention_pooling": "paper",  # window/stride from data.crop_size; "global" also works
             "num_classes": 19,
             "bn_momentum": 0.997,
@@ -53,6 +57,9 @@ def segmentation_config(backbone: str) -> ml_collections.ConfigDict:
     # Sliding window for frames larger than the network input: (h, w), (0, 0) = whole image.
     config.eval.window = (0, 0)
     config.eval.window_stride = (0, 0)  # (0, 0): the window (no overlap)
+    # Evaluate (and export) the trained weights at another output stride by dilation, e.g. an
+    # OS32 model at 16 or 8 (DeepLab's eval --output_stride); 0: as trained.
+    config.eval.output_stride = 0
     return config
 
 
@@ -113,6 +120,17 @@ def cityscapes_config(backbone: str, arg: str | None) -> ml_collections.ConfigDi
     config.train.checkpoint_data_iterator = False
     config.eval.every_steps = 25_000
     config.eval.official_cityscapes = config.data.source == "cityscapes_folder"
+    return config
+
+
+def deeplab_cityscapes_config(backbone: str, arg: str | None) -> ml_collections.ConfigDict:
+    """cityscapes_config with DeepLab's released LR-ASPP: the variant switch and output stride 32
+    (DeepLab's model_zoo.md flags; the rest follows from the variant, see models/lraspp_decoder.py)."""
+    config = cityscapes_config(backbone, arg)
+    config.model.lraspp_variant = "deeplab"
+    config.model.output_stride = 32
+    if "smoke" in common.config_words(arg, CITYSCAPES_WORDS):
+        smoke(config)
     return config
 
 

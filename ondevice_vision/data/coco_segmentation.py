@@ -86,14 +86,17 @@ def paint(shapes, size, unlabeled_value: int) -> np.ndarray:
     """uint8 [H, W, 1]: (RLEs, class value) pairs painted largest first (see module doc)."""
     height, width = size
     mask = np.full((height, width), unlabeled_value, np.uint8)
-    binaries = []
-    for order, (rles, value) in enumerate(shapes):
-        binary = mask_utils.decode(mask_utils.merge(rles)) if len(rles) > 1 else None
-        if binary is None:
-            binary = mask_utils.decode(rles[0])
-        binaries.append((-int(binary.sum()), order, binary.astype(bool), value))
-    for _, _, binary, value in sorted(binaries, key=lambda b: (b[0], b[1])):
-        mask[binary] = value
+    if not shapes:
+        return mask[..., None]
+    merged = [rles[0] if len(rles) == 1 else mask_utils.merge(rles) for rles, _ in shapes]
+    areas = mask_utils.area(merged)
+    # Largest first, file order among equals: the last region covering a pixel wins.
+    order = sorted(range(len(shapes)), key=lambda i: (-int(areas[i]), i))
+    covered = mask_utils.decode([merged[i] for i in order]).astype(bool)  # [H, W, N]
+    values = np.array([shapes[i][1] for i in order], np.uint8)
+    last = covered.shape[-1] - 1 - np.argmax(covered[..., ::-1], axis=-1)
+    painted = covered.any(axis=-1)
+    mask[painted] = values[last[painted]]
     return mask[..., None]
 
 

@@ -3,8 +3,9 @@
     ondevice-import --config=CONFIG --checkpoint=PATH/model.ckpt --workdir=OUT
 
 An Object Detection API checkpoint (the model zoo's SSDLite files) fills the whole detector of a
-detection config; a slim ImageNet checkpoint fills the backbone of any config, the rest keeping
-its initialisation. OUT then holds checkpoints/ckpt-0 and config.json as a training run writes
+detection config; a DeepLab LR-ASPP checkpoint (`deeplab_mnv3_*_cityscapes_trainfine`) the whole
+segmenter of a `model.lraspp_variant="deeplab"` config; a slim ImageNet checkpoint fills the
+backbone of any config, the rest keeping its initialisation. OUT then holds checkpoints/ckpt-0 and config.json as a training run writes
 them, so ondevice-eval, ondevice-export, ondevice-predict (--workdir=OUT) and
 train.init_checkpoint=OUT work unchanged. What was assigned and skipped is printed as JSON.
 """
@@ -32,7 +33,7 @@ def import_checkpoint(config, checkpoint: str, workdir: str) -> dict:
 
     from ondevice_vision import checkpoints, tasks
     from ondevice_vision.backbones import slim_checkpoint
-    from ondevice_vision.importers import od_api
+    from ondevice_vision.importers import deeplab, od_api
 
     if not slim_checkpoint.is_tf1_checkpoint(checkpoint):
         raise FileNotFoundError(
@@ -52,6 +53,14 @@ def import_checkpoint(config, checkpoint: str, workdir: str) -> dict:
             )
         report = od_api.load_od_api_checkpoint(model, checkpoint)
         kind = "od_api"
+    elif deeplab.is_deeplab_checkpoint(checkpoint):
+        if config.task != "segmentation":
+            raise ValueError(
+                f"{checkpoint} is a DeepLab LR-ASPP checkpoint; it needs a segmentation config, "
+                f"not a {config.task} one"
+            )
+        report = deeplab.load_deeplab_checkpoint(model, checkpoint)
+        kind = "deeplab"
     else:
         report = slim_checkpoint.load_slim_checkpoint(model.backbone, checkpoint)
         kind = "slim"

@@ -19,6 +19,20 @@ The detection tail (layer 14's expansion kept at 672) gives 1,748,526 / 516,958 
 
 Output stride 16 puts the last stage at stride 16 with dilation 2 (the backbone's
 `output_stride`); 32 keeps it at stride 32; 8 is accepted as well (then both taps are stride 8).
+
+`lraspp_variant="deeplab"` is the LR-ASPP of DeepLab's released Cityscapes checkpoints
+(lraspp_decoder.py, docs/reference_facts.md); with DeepLab's flags (output stride 32, crop 769, 19 classes) at
+1024x2048 (`ondevice-info`):
+
+| backbone, variant "deeplab", OS32 | trainable params | MAdds |
+|---|---|---|
+| V3-Large | 1,507,198 | 7.624B |
+| V3-Small | 468,830 | 2.103B |
+
+The parameters are the paper variant's (the differences are activations, strides, epsilon and
+resizes). DeepLab's model zoo lists 15.95B / 4.63B "Multiply-Adds" for these checkpoints, about
+2.1x / 2.2x our count and the paper's Table 8 (7.74B / 2.06B at OS32); we found no definition of
+DeepLab's count and reproduce the paper's.
 """
 
 from __future__ import annotations
@@ -28,6 +42,8 @@ import keras
 from ondevice_vision.backbones import build_backbone
 from ondevice_vision.models.lraspp_decoder import (
     ATTENTION_POOLING,
+    DEEPLAB_POOL_STRIDES,
+    LRASPP_VARIANTS,
     lraspp_decoder,
     paper_pooling_geometry,
 )
@@ -42,6 +58,8 @@ class Segmenter(keras.Model):
     Input: pixels in [0, 255], uint8 or float, any size. Output: float32 logits
     [B, H, W, num_classes] at the input resolution (also under a mixed-precision policy).
     `attention_pool_strides` overrides the strides derived from `crop_size` (see lraspp_decoder.py).
+    `lraspp_variant`: "paper" or "deeplab" (DeepLab's released model: its pooling strides (4, 5)
+    unless `attention_pool_strides` says otherwise).
     """
 
     def __init__(
@@ -57,8 +75,13 @@ class Segmenter(keras.Model):
         attention_pool_strides=None,
         bn_momentum: float = 0.99,
         input_shape=(None, None, 3),
+        lraspp_variant: str = "paper",
         **kwargs,
     ):
+        if lraspp_variant not in LRASPP_VARIANTS:
+            raise ValueError(
+                f"lraspp_variant must be one of {LRASPP_VARIANTS}, got {lraspp_variant!r}"
+            )
         if attention_pooling not in ATTENTION_POOLING:
             raise ValueError(
                 f"attention_pooling must be one of {ATTENTION_POOLING}, got {attention_pooling!r}"
@@ -67,6 +90,8 @@ class Segmenter(keras.Model):
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
         crop_size = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
         window, strides = paper_pooling_geometry(crop_size, output_stride)
+        if lraspp_variant == "deeplab":
+            strides = DEEPLAB_POOL_STRIDES
         if attention_pool_strides is not None:
             strides = attention_pool_strides
         net = build_backbone(
@@ -92,6 +117,7 @@ class Segmenter(keras.Model):
             pool_window=window,
             pool_strides=strides,
             bn_momentum=bn_momentum,
+            variant=lraspp_variant,
         )
         kwargs.setdefault("name", f"lraspp_{backbone}")
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
@@ -109,6 +135,7 @@ class Segmenter(keras.Model):
         )
         self.bn_momentum = bn_momentum
         self.image_shape = tuple(input_shape)
+        self.lraspp_variant = lraspp_variant
 
     def get_config(self):
         return {
@@ -125,6 +152,7 @@ class Segmenter(keras.Model):
             "attention_pool_strides": self.attention_pool_strides,
             "bn_momentum": self.bn_momentum,
             "input_shape": list(self.image_shape),
+            "lraspp_variant": self.lraspp_variant,
         }
 
     @classmethod
@@ -144,8 +172,10 @@ def build_segmenter(
     bn_momentum: float = 0.99,
     input_shape=(None, None, 3),
     attention_pool_strides=None,
+    lraspp_variant: str = "paper",
 ) -> Segmenter:
-    """`build_segmenter("mobilenet_v3_large", 19)` is the paper's V3-Large RF2 LR-ASPP F=128."""
+    """`build_segmenter("mobilenet_v3_large", 19)` is the paper's V3-Large RF2 LR-ASPP F=128;
+    with `output_stride=32, lraspp_variant="deeplab"` DeepLab's released one."""
     return Segmenter(
         backbone=backbone,
         num_classes=num_classes,
@@ -158,4 +188,5 @@ def build_segmenter(
         attention_pool_strides=attention_pool_strides,
         bn_momentum=bn_momentum,
         input_shape=input_shape,
+        lraspp_variant=lraspp_variant,
     )

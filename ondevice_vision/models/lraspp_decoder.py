@@ -6,6 +6,12 @@
   + low (stride 8)   -> 1x1 conv num_classes (bias)
     -> bilinear to the input image size (align_corners=False)
 
+`variant="deeplab"` builds the LR-ASPP of DeepLab's released Cityscapes checkpoints instead
+(docs/reference_facts.md lists every difference with its source line): hard-sigmoid gate
+(`relu6(x + 3) * 0.16667`, DeepLab's `q_sigmoid`), pooling stride (4, 5) at every output stride,
+head batch norm epsilon 1e-5, and bilinear resizes with `align_corners=True`. Its layer names are
+the paper variant's, so the same importer and MAdds counter serve both.
+
 The decoder is added to a functional graph as standard Keras layers, so `count_madds` sees every
 convolution. Two custom layers handle what dynamic shapes need: `AttentionPooling` and
 `ResizeToMatch`.
@@ -41,6 +47,10 @@ import tensorflow as tf
 from keras import layers
 
 ATTENTION_POOLING = ("paper", "global")
+LRASPP_VARIANTS = ("paper", "deeplab")
+# DeepLab's `image_pooling_stride=4,5` (g3doc/model_zoo.md) and `q_sigmoid` factor (core/utils.py).
+DEEPLAB_POOL_STRIDES = (4, 5)
+DEEPLAB_QSIGMOID_SCALE = 0.16667
 # The paper's window and stride for a 769x769 crop at output stride 16.
 _PAPER_WINDOW = 49
 _PAPER_STRIDES = (16, 20)
@@ -139,19 +149,32 @@ class AttentionPooling(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="ondevice_vision")
+class QSigmoid(layers.Layer):
+    """DeepLab's hard sigmoid gate: relu6(x + 3) * 0.16667 (not exactly 1/6, as DeepLab has it)."""
+
+    def call(self, inputs):
+        return tf.nn.relu6(inputs + 3.0) * tf.cast(DEEPLAB_QSIGMOID_SCALE, inputs.dtype)
+
+
+@keras.saving.register_keras_serializable(package="ondevice_vision")
 class ResizeToMatch(layers.Layer):
     """Bilinearly resizes `inputs[0]` to the height and width of `inputs[1]` (any dtype).
 
-    Half-pixel centres (align_corners=False), as tf.image.resize and torchvision's LR-ASPP.
+    Half-pixel centres (align_corners=False) by default, as tf.image.resize and torchvision's
+    LR-ASPP; `align_corners=True` as DeepLab's `resize_bilinear`.
     """
 
-    def __init__(self, interpolation: str = "bilinear", **kwargs):
+    def __init__(self, interpolation: str = "bilinear", align_corners: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.interpolation = interpolation
+        self.align_corners = bool(align_corners)
 
     def call(self, inputs):
         x, reference = inputs
         size = tf.shape(reference)[1:3]
+        if self.align_corners:
+            resized = tf.compat.v1.image.resize_bilinear(x, size, align_corners=True)
+            return tf.cast(resized, self.compute_dtype)
         # tf.image.resize returns float32 for bilinear; keep the layer's compute dtype.
         return tf.cast(tf.image.resize(x, size, method=self.interpolation), self.compute_dtype)
 
@@ -168,6 +191,7 @@ class ResizeToMatch(layers.Layer):
     def get_config(self):
         config = super().get_config()
         config["interpolation"] = self.interpolation
+        config["align_corners"] = self.align_corners
         return config
 
 
@@ -181,14 +205,21 @@ def lraspp_decoder(
     pool_window=(49, 49),
     pool_strides=(16, 20),
     bn_momentum: float = 0.99,
-    bn_epsilon: float = 1e-3,
+    bn_epsilon: float | None = None,
     name: str = "lraspp",
+    variant: str = "paper",
 ):
     """Adds the decoder to a functional graph; returns float32 logits at `image`'s size.
 
     low: the stride-8 feature; high: the feature at the output stride; image: any tensor whose
-    height and width are those of the output (the input image).
+    height and width are those of the output (the input image). `variant`: "paper" or "deeplab"
+    (module doc); `bn_epsilon` defaults to 1e-3 (paper) / 1e-5 (DeepLab).
     """
+    if variant not in LRASPP_VARIANTS:
+        raise ValueError(f"lraspp_variant must be one of {LRASPP_VARIANTS}, got {variant!r}")
+    deeplab = variant == "deeplab"
+    if bn_epsilon is None:
+        bn_epsilon = 1e-5 if deeplab else 1e-3
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     if filters < 1:
@@ -204,13 +235,20 @@ def lraspp_decoder(
     )(high)
     # No BN after the attention conv (SE style), so it keeps its bias, as DeepLab's slim conv does.
     attention = layers.Conv2D(filters, 1, use_bias=True, name=f"{name}_attention_conv")(attention)
-    attention = layers.Activation("sigmoid", name=f"{name}_attention_sigmoid")(attention)
-    attention = ResizeToMatch(name=f"{name}_attention_resize")([attention, semantic])
+    if deeplab:
+        attention = QSigmoid(name=f"{name}_attention_sigmoid")(attention)
+    else:
+        attention = layers.Activation("sigmoid", name=f"{name}_attention_sigmoid")(attention)
+    attention = ResizeToMatch(align_corners=deeplab, name=f"{name}_attention_resize")(
+        [attention, semantic]
+    )
     gated = layers.Multiply(name=f"{name}_gate")([semantic, attention])
 
-    gated = ResizeToMatch(name=f"{name}_high_resize")([gated, low])
+    gated = ResizeToMatch(align_corners=deeplab, name=f"{name}_high_resize")([gated, low])
     high_logits = layers.Conv2D(num_classes, 1, name=f"{name}_high_logits")(gated)
     low_logits = layers.Conv2D(num_classes, 1, name=f"{name}_low_logits")(low)
     logits = layers.Add(name=f"{name}_logits")([high_logits, low_logits])
     # Resized in float32: full-resolution logits feed the loss and the argmax.
-    return ResizeToMatch(dtype="float32", name=f"{name}_upsample")([logits, image])
+    return ResizeToMatch(align_corners=deeplab, dtype="float32", name=f"{name}_upsample")(
+        [logits, image]
+    )

@@ -39,6 +39,11 @@ def load_trained_model(config, workdir: str | None, checkpoint: str | None = Non
     if not workdir and not checkpoint:
         raise ValueError("pass --workdir (latest checkpoint) or --checkpoint")
     path = checkpoints.latest_or_given(workdir, checkpoint)
-    model = get_task(config).build_model(config)
+    task = get_task(config)
+    model = task.build_model(config)
     checkpoints.restore_weights(model, path)
+    # A task may evaluate the trained weights in another network (segmentation: another output
+    # stride by dilation, eval.output_stride).
+    if hasattr(task, "model_for_eval"):
+        model = task.model_for_eval(config, model)
     return model, path

@@ -6,6 +6,7 @@ batch; padding carries the ignore label).
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import numpy as np
@@ -34,7 +35,29 @@ def build_model(config):
         attention_pooling=m.attention_pooling,
         crop_size=tuple(config.data.crop_size),
         bn_momentum=m.bn_momentum,
+        lraspp_variant=m.get("lraspp_variant", "paper"),
     )
+
+
+def model_for_eval(config, model):
+    """The trained model at `eval.output_stride` (0: as trained): the same weights in a network
+    dilated to that output stride, as DeepLab's eval `--output_stride` (docs/segmentation.md).
+
+    A network with another output stride has the same layers and weights but not the same layer
+    list (the padding layers of strided convolutions differ), so the weights are copied by layer
+    name rather than restored from the checkpoint."""
+    output_stride = int(config.get("eval", {}).get("output_stride", 0) or 0)
+    if not output_stride or output_stride == config.model.output_stride:
+        return model
+    other = copy.deepcopy(config)
+    other.model.output_stride = output_stride
+    dilated = build_model(other)
+    for source, target in ((model.backbone, dilated.backbone), (model, dilated)):
+        weighted = {layer.name: layer for layer in source.layers if layer.weights}
+        for layer in target.layers:
+            if layer.weights and layer.name != "backbone":
+                layer.set_weights(weighted[layer.name].get_weights())
+    return dilated
 
 
 def palette(config, num_classes: int) -> np.ndarray:

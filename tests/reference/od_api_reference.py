@@ -212,9 +212,132 @@ def run_classifier(name, builder, multiplier, images, out_dir, rng):
     np.savez(os.path.join(out_dir, name, "outputs.npz"), **values)
 
 
+# DeepLab's `mobilenet_v3_{large,small}_seg` (research/deeplab/core/feature_extractor.py): these
+# slim spec entries get half their outputs, and the given expansion width (None: unchanged).
+DEEPLAB_SEG_HALVED = {
+    "large": ((13, 336), (14, 480), (15, 480), (16, None)),
+    "small": ((9, 144), (10, 288), (11, 288), (12, None)),
+}
+# Slim endpoints DeepLab's LR-ASPP reads: the last layer it builds (its final endpoint) and the
+# stride-8 feature of the decoder (`networks_to_feature_maps[...][8]`).
+DEEPLAB_ENDPOINTS = {
+    "large": ("layer_17", "layer_7/depthwise_output"),
+    "small": ("layer_13", "layer_4/depthwise_output"),
+}
+DEEPLAB_CROP = 129  # image_pooling_crop_size for the test (the release uses 769)
+DEEPLAB_CLASSES = 19
+
+
+def _deeplab_seg_conv_defs(builder):
+    import copy
+
+    conv_defs = copy.deepcopy(
+        mobilenet_v3.V3_LARGE if builder == "large" else mobilenet_v3.V3_SMALL
+    )
+    spec = conv_defs["spec"]
+    for index, expansion in DEEPLAB_SEG_HALVED[builder]:
+        spec[index].params["num_outputs"] = spec[index].params["num_outputs"] // 2
+        if expansion is not None:
+            factor = expansion / spec[index - 1].params["num_outputs"]
+            spec[index].params["expansion_size"] = mobilenet_v3.expand_input(factor)
+    return conv_defs
+
+
+def _scaled(size, scale):
+    """DeepLab's scale_dimension: int((size - 1) * scale + 1)."""
+    return int((size - 1) * scale + 1)
+
+
+def _deeplab_lraspp_head(features, low, height, width):
+    """DeepLab's LR-ASPP head, written from its documented facts (docs/reference_facts.md):
+    model.py `extract_features` with aspp_with_squeeze_and_excitation, image_se_uses_qsigmoid,
+    no concat projection; `refine_by_decoder` with sum merge and decoder_output_is_logits;
+    variables under the scopes DeepLab uses, resizes with align_corners=True."""
+    resize = tf.compat.v1.image.resize_bilinear
+    pool = _scaled(DEEPLAB_CROP, 1.0 / 32)
+    gate = slim.avg_pool2d(features, [pool, pool], [4, 5], padding="VALID")
+    gate = slim.conv2d(
+        gate,
+        128,
+        1,
+        activation_fn=lambda x: tf.nn.relu6(x + 3) * 0.16667,
+        normalizer_fn=None,
+        scope="image_pooling",
+    )
+    gate = resize(gate, [_scaled(height, 1 / 32), _scaled(width, 1 / 32)], align_corners=True)
+    semantic = slim.conv2d(
+        features,
+        128,
+        1,
+        activation_fn=tf.nn.relu,
+        normalizer_fn=slim.batch_norm,
+        normalizer_params={"decay": 0.9997, "epsilon": 1e-5, "scale": True, "is_training": False},
+        scope="aspp0",
+    )
+    gated = semantic * gate
+    with tf.compat.v1.variable_scope("decoder"):
+        size = [_scaled(height, 1 / 8), _scaled(width, 1 / 8)]
+        projected = slim.conv2d(
+            low,
+            DEEPLAB_CLASSES,
+            1,
+            activation_fn=None,
+            normalizer_fn=None,
+            scope="feature_projection0",
+        )
+        projected = resize(projected, size, align_corners=True)
+        gated = resize(gated, size, align_corners=True)
+        logits = slim.conv2d(
+            gated,
+            DEEPLAB_CLASSES,
+            1,
+            activation_fn=None,
+            normalizer_fn=None,
+            scope="decoder_conv0",
+        )
+        logits = logits + projected
+    return resize(logits, [height, width], align_corners=True)
+
+
+def run_deeplab_lraspp(name, builder, images, out_dir, rng):
+    """DeepLab's LR-ASPP of the Cityscapes release at output stride 32: slim's MobileNetV3 with
+    DeepLab's segmentation changes (the backbone is real slim code) and the head from the facts."""
+    graph = tf.Graph()
+    height, width = images.shape[1:3]
+    with graph.as_default():
+        x = tf.constant(images / 127.5 - 1.0, tf.float32)
+        high_name, low_name = DEEPLAB_ENDPOINTS[builder]
+        with slim.arg_scope(mobilenet_v3.training_scope(is_training=False)):
+            features, endpoints = mobilenet_v3.mobilenet_base(
+                x,
+                conv_defs=_deeplab_seg_conv_defs(builder),
+                output_stride=32,
+                final_endpoint=high_name,
+                scope="MobilenetV3",
+            )
+        low = endpoints[low_name]
+        logits = _deeplab_lraspp_head(features, low, height, width)
+        # A training checkpoint's extras that an importer skips: the step and an EMA shadow.
+        tf.compat.v1.train.get_or_create_global_step()
+        tf.compat.v1.get_variable(
+            "aspp0/weights/ExponentialMovingAverage", shape=[1], initializer=tf.zeros_initializer()
+        )
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            randomise(sess, rng)
+            values = sess.run({"logits": logits, "high": features, "low": low})
+            directory = os.path.join(out_dir, name)
+            os.makedirs(directory, exist_ok=True)
+            tf.compat.v1.train.Saver().save(
+                sess, os.path.join(directory, "model.ckpt"), write_meta_graph=False
+            )
+    np.savez(os.path.join(out_dir, name, "outputs.npz"), **values)
+
+
 def main(out_dir, group):
     """`group`: "detection" (the three SSDLite configs and the non-square anchors) or
-    "classifiers" (the eight slim networks); the harness runs both at once."""
+    "classifiers" (the eight slim networks and DeepLab's two LR-ASPPs); the harness runs both at
+    once."""
     start = time.time()
     inputs = dict(np.load(os.path.join(out_dir, "inputs.npz")))
     timings = {}
@@ -229,6 +352,12 @@ def main(out_dir, group):
             t = time.time()
             rng = np.random.default_rng(100 + index)
             run_classifier(name, builder, multiplier, inputs["classifier_images"], out_dir, rng)
+            timings[name] = time.time() - t
+        for index, builder in enumerate(("large", "small")):
+            t = time.time()
+            name = f"deeplab_lraspp_{builder}"
+            rng = np.random.default_rng(200 + index)
+            run_deeplab_lraspp(name, builder, inputs["segmentation_images"], out_dir, rng)
             timings[name] = time.time() - t
     else:
         raise SystemExit(f"unknown group {group!r}: detection or classifiers")

@@ -56,4 +56,6 @@ def make_inputs(seed=0) -> dict:
         "gt_classes": classes,
         "gt_is_crowd": crowd,
         "gt_counts": counts,
+        # DeepLab's sizes are 8k + 1 (its resizes use align_corners).
+        "segmentation_images": natural_images(rng, 2, 321)[:, :257],
     }

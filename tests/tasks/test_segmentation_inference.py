@@ -89,3 +89,32 @@ def test_task_predict_uses_the_eval_options():
     config.eval.scales, config.eval.flip = (1.0,), False
     config.eval.window = (0, 0)
     assert inference.is_plain(inference.eval_options(config))
+
+
+def test_a_checkpoint_evaluates_at_another_output_stride(tmp_path):
+    """eval.output_stride=16 / 8 on an OS32 checkpoint: same weights, dilated convolutions."""
+    from ondevice_vision import tasks
+    from ondevice_vision.configs import lraspp_mobilenet_v3_small_cityscapes_deeplab as deeplab
+
+    config = deeplab.get_config()
+    config.model.num_classes = 3
+    config.data.crop_size = (65, 65)
+    os32 = segmentation_task.build_model(config)
+    rng = np.random.default_rng(0)
+    for variable in os32.weights:  # away from the initial values, so a missed copy shows
+        variable.assign(variable + rng.normal(0, 0.05, variable.shape))
+    path = tf.train.Checkpoint(model=os32).write(str(tmp_path / "ckpt"))
+    images = _images(h=65, w=97, batch=1)
+    plain = os32(images, training=False).numpy()
+    for output_stride in (16, 8):
+        config.eval.output_stride = output_stride
+        model, _ = tasks.load_trained_model(config, None, path)
+        assert model.output_stride == output_stride
+        for ours, theirs in zip(model.weights, os32.weights, strict=True):
+            np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+        dilated = model(images, training=False).numpy()
+        assert dilated.shape == plain.shape
+        # Dilation changes the computation, not the weights.
+        assert np.abs(dilated - plain).max() > 1e-3
+    config.eval.output_stride = 0
+    assert tasks.load_trained_model(config, None, path)[0].output_stride == 32
