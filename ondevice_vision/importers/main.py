@@ -45,22 +45,21 @@ def import_checkpoint(config, checkpoint: str, workdir: str) -> dict:
             "new --workdir"
         )
     model = tasks.get_task(config).build_model(config)
-    if od_api.is_od_api_checkpoint(checkpoint):
-        if config.task != "detection":
+    # Checkpoints of a whole model: (kind, test, loader, what it is, the task it needs).
+    whole_models = (
+        ("od_api", od_api.is_od_api_checkpoint, od_api.load_od_api_checkpoint,
+         "an Object Detection API checkpoint", "detection"),
+        ("deeplab", deeplab.is_deeplab_checkpoint, deeplab.load_deeplab_checkpoint,
+         "a DeepLab LR-ASPP checkpoint", "segmentation"),
+    )  # fmt: skip
+    found = [entry for entry in whole_models if entry[1](checkpoint)]
+    if found:
+        kind, _, load, what, task = found[0]
+        if config.task != task:
             raise ValueError(
-                f"{checkpoint} is an Object Detection API checkpoint; it needs a detection "
-                f"config, not a {config.task} one"
+                f"{checkpoint} is {what}; it needs a {task} config, not a {config.task} one"
             )
-        report = od_api.load_od_api_checkpoint(model, checkpoint)
-        kind = "od_api"
-    elif deeplab.is_deeplab_checkpoint(checkpoint):
-        if config.task != "segmentation":
-            raise ValueError(
-                f"{checkpoint} is a DeepLab LR-ASPP checkpoint; it needs a segmentation config, "
-                f"not a {config.task} one"
-            )
-        report = deeplab.load_deeplab_checkpoint(model, checkpoint)
-        kind = "deeplab"
+        report = load(model, checkpoint)
     else:
         report = slim_checkpoint.load_slim_checkpoint(model.backbone, checkpoint)
         kind = "slim"
