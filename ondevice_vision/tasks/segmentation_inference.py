@@ -15,9 +15,8 @@ resolution:
   (with its scales and flips), and overlapping probabilities are averaged. For frames larger than
   what the network or the accelerator's memory takes at once.
 
-Evaluation at another output stride needs no code here: the weights of a network dilated to a
-smaller output stride have the same shapes, so `--config.model.output_stride=16` (or 8) at eval or
-export time rebuilds the model with dilated convolutions and restores the same checkpoint.
+Evaluation at another output stride (`eval.output_stride`) is not an inference option but another
+network with the same weights: `tasks/segmentation.py`, `model_for_eval`.
 """
 
 from __future__ import annotations
