@@ -11,6 +11,8 @@ image ids, duplicate image ids, missing files and non-finite boxes are errors na
 - Painting order: larger objects first, so smaller ones stay on top of the ones they lie on (a
   window on a facade stays a window). Size is the rasterised pixel count; ties keep the file's
   order. `iscrowd` regions are painted like any other region of their class.
+- Class names: the categories'; a name several categories share gets the id appended ("facade
+  (id 0)"), since results are keyed by name.
 - Unlabelled pixels (covered by no annotation): `unlabeled="background"` (default) adds a class
   "background" at index 0 (dataset id -1) and the categories follow in increasing id order;
   `"ignore"` gives them the ignore label 255 (no loss, no score) and the classes are the
@@ -24,6 +26,7 @@ image ids, duplicate image ids, missing files and non-finite boxes are errors na
 
 from __future__ import annotations
 
+import collections
 import os
 
 import numpy as np
@@ -43,9 +46,16 @@ def label_map_for(directories, unlabeled: str = "background") -> LabelMap:
     if unlabeled not in UNLABELED:
         raise ValueError(f"data.coco_unlabeled must be one of {UNLABELED}, got {unlabeled!r}")
     categories = coco_folder.label_map_for(directories)
+    # Class names key the per-class results: a name two categories share (Roboflow exports a
+    # placeholder category named like a real one) gets its id appended, e.g. "facade (id 0)".
+    counts = collections.Counter(categories.names)
+    names = tuple(
+        f"{name} (id {cid})" if counts[name] > 1 else name
+        for name, cid in zip(categories.names, categories.dataset_ids, strict=True)
+    )
     if unlabeled == "ignore":
-        return categories
-    return LabelMap(("background", *categories.names), (BACKGROUND_ID, *categories.dataset_ids))
+        return LabelMap(names, categories.dataset_ids)
+    return LabelMap(("background", *names), (BACKGROUND_ID, *categories.dataset_ids))
 
 
 def _check_segmentation(segmentation, size, where: str):

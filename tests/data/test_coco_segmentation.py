@@ -30,7 +30,7 @@ def _folder(tmp_path, annotations, name="_annotations.coco.json", images=None):
         ],
         # Ids from 0 as labelling tools export them, with an unused placeholder category.
         "categories": [
-            {"id": 0, "name": "objects"},
+            {"id": 0, "name": "facade"},
             {"id": 1, "name": "facade"},
             {"id": 2, "name": "window"},
         ],
@@ -74,7 +74,8 @@ def test_larger_objects_are_painted_first_and_unlabelled_pixels_are_background(t
         ],
     )
     (a, b), label_map = _masks(directory)
-    assert label_map.names == ("background", "objects", "facade", "window")
+    # The placeholder shares the name "facade": both get their id appended.
+    assert label_map.names == ("background", "facade (id 0)", "facade (id 1)", "window")
     assert label_map.dataset_ids == (-1, 0, 1, 2)
     want = np.zeros((H, W), np.uint8)
     want[_pycoco(BIG)] = 2
@@ -100,7 +101,7 @@ def test_unlabelled_pixels_can_be_ignored_and_uncompressed_rle_is_read(tmp_path)
     assert mask_utils.decode(counts).sum() == binary.sum()
     directory = _folder(tmp_path, [_ann(1, 0, 1, {"size": [H, W], "counts": runs})])
     (a, b), label_map = _masks(directory, unlabeled="ignore")
-    assert label_map.names == ("objects", "facade", "window")
+    assert label_map.names == ("facade (id 0)", "facade (id 1)", "window")
     np.testing.assert_array_equal(a, np.where(binary > 0, 1, 255))
     assert (b == 255).all()
 
