@@ -82,6 +82,41 @@ def run(workdir, *args, timeout=400, **kwargs) -> tuple[int, str]:
     return finish(start(workdir, *args, **kwargs), timeout)
 
 
+def run_in_process(workdir, *args, config=SMOKE, nan_at_step=None):
+    """`ondevice-train` run by its main in this process (no start-up of a fresh one): the
+    message it exits with (sys.exit's argument: "ERROR: ..." for exit status 1), None if it
+    returned. Its output goes to this process's stdout / stderr. `nan_at_step` as `command`'s,
+    for this run only."""
+    from ondevice_vision.train import main as train_main
+    from ondevice_vision.train import trainer as trainer_lib
+    from tests.helpers import nan_injection
+
+    original_init = trainer_lib.Trainer.__init__
+    if nan_at_step is not None:
+        nan_injection.install(nan_at_step)
+
+    argv = [
+        "ondevice-train",
+        f"--config={os.path.join(ROOT, config)}",
+        f"--workdir={workdir}",
+        *args,
+    ]
+    saved_argv, sys.argv = sys.argv, argv  # ml_collections reads --config.* overrides there
+    try:
+        train_main.parse_flags(argv)
+        train_main.main(argv)
+    except SystemExit as e:
+        return e.code
+    finally:
+        trainer_lib.Trainer.__init__ = original_init
+        sys.argv = saved_argv
+        train_main.FLAGS.unparse_flags()
+        # Each parse defines a flag per --config.* override; the next parse defines its own.
+        for name in [n for n in train_main.FLAGS if n.startswith("config.")]:
+            delattr(train_main.FLAGS, name)
+    return None
+
+
 def result_json(output: str) -> dict:
     """The JSON line the CLI prints last."""
     lines = [line for line in output.splitlines() if line.startswith("{")]

@@ -37,17 +37,17 @@ def test_nan_stop_then_sigterm_then_sigkill_then_resume_to_the_end(tmp_path):
     config = train_cli.SEGMENTATION_SMOKE
 
     # 1. A NaN loss at step 3 stops the run, naming the step; the step-2 checkpoint stays.
-    code, output = train_cli.run(
+    # `ondevice-train`'s main in this process (a fresh one would only add its start-up).
+    exit_message = train_cli.run_in_process(
         workdir,
         *common,
         "--config.train.checkpoint_every_steps=2",
         nan_at_step=NAN_STEP,
-        log_path=tmp_path / "1_nan.log",
         config=config,
     )
-    assert code != 0
-    assert f"Non-finite loss or gradient at step {NAN_STEP}; stopped without saving" in output
-    assert "ckpt-2" in output
+    assert exit_message.startswith("ERROR: ")  # exit status 1, the message on stderr
+    assert f"Non-finite loss or gradient at step {NAN_STEP}; stopped without saving" in exit_message
+    assert "ckpt-2" in exit_message
     assert _listed(workdir) == ["ckpt-2"]
     _assert_finite_weights(str(workdir / "checkpoints" / "ckpt-2"))
 
