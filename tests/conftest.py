@@ -35,6 +35,7 @@ SLOW_FIRST = (
     "tests/test_benchmarks.py",  # 120 s
     "tests/export/test_tflite_detection.py",  # 90 s
     "tests/export/test_tflite_segmentation.py",  # 70 s
+    "tests/export/test_calibration.py",  # three int8 conversions
     "tests/test_predict.py",
     "tests/train/test_mixed_precision.py",
     "tests/reference/",

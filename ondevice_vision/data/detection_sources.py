@@ -13,7 +13,7 @@ from __future__ import annotations
 import ml_collections
 import tensorflow as tf
 
-from ondevice_vision.data import coco_folder, coco_tfds, shapes, voc_folder
+from ondevice_vision.data import coco_folder, coco_labels, coco_tfds, shapes, voc_folder
 from ondevice_vision.data.label_map import LabelMap
 
 SOURCES = ("tfds", "coco_folder", "voc_folder", "shapes")
@@ -53,13 +53,18 @@ def _coco_folder(cfg, split, encoded):
     return coco_folder.load_coco_folder(_folder(cfg, split), label_map, encoded=encoded)
 
 
-def _voc_folder(cfg, split, encoded):
+def _voc_class_names(cfg) -> tuple[str, ...]:
     class_names = cfg.get("class_names")
     if not class_names:
         folders = _all_folders(cfg)
         class_names = voc_folder.collect_class_names(
             [d for d, _ in folders], [s for _, s in folders]
         )
+    return tuple(class_names)
+
+
+def _voc_folder(cfg, split, encoded):
+    class_names = _voc_class_names(cfg)
     image_set = cfg.get("train_image_set" if split == "train" else "eval_image_set")
     return voc_folder.load_voc_folder(
         _folder(cfg, split), list(class_names), image_set, encoded=encoded
@@ -93,3 +98,18 @@ def load_detection_source(
     if cfg.source not in _LOADERS:
         raise ValueError(f"unknown data source {cfg.source!r}; expected one of {SOURCES}")
     return _LOADERS[cfg.source](cfg, split, encoded)
+
+
+def source_label_map(cfg: ml_collections.ConfigDict) -> LabelMap:
+    """The LabelMap `load_detection_source` returns, without reading any image: TFDS COCO's is
+    the shipped COCO map (TFDS names its labels by the official names in id order); folders read
+    only their annotations."""
+    if cfg.source == "tfds":
+        return coco_labels.label_map()
+    if cfg.source == "coco_folder":
+        return coco_folder.label_map_for([d for d, _ in _all_folders(cfg)])
+    if cfg.source == "voc_folder":
+        return LabelMap.contiguous(_voc_class_names(cfg))
+    if cfg.source == "shapes":
+        return shapes.label_map()
+    raise ValueError(f"unknown data source {cfg.source!r}; expected one of {SOURCES}")

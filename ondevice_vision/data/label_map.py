@@ -16,6 +16,14 @@ from ondevice_vision import files
 IGNORE_LABEL = 255
 
 
+# The name of a class slot the data never uses (COCO's 90 category-id slots hold 80 categories).
+UNUSED_PREFIX = "unused_"
+
+
+def unused_name(dataset_id: int) -> str:
+    return f"{UNUSED_PREFIX}{dataset_id}"
+
+
 @dataclasses.dataclass(frozen=True)
 class LabelMap:
     names: tuple[str, ...]
@@ -37,6 +45,10 @@ class LabelMap:
     @property
     def num_classes(self) -> int:
         return len(self.names)
+
+    def items(self) -> tuple[tuple[int, str], ...]:
+        """(dataset id, name) per class index."""
+        return tuple(zip(self.dataset_ids, self.names, strict=True))
 
     def index_of_dataset_id(self) -> dict[int, int]:
         return {d: i for i, d in enumerate(self.dataset_ids)}

@@ -103,3 +103,17 @@ def load_segmentation_source(
     if cfg.source not in _LOADERS:
         raise ValueError(f"unknown data source {cfg.source!r}; expected one of {SOURCES}")
     return _LOADERS[cfg.source](cfg, split)
+
+
+def source_label_map(cfg: ml_collections.ConfigDict) -> LabelMap:
+    """The LabelMap `load_segmentation_source` returns, without reading any image: Cityscapes'
+    is the 19 train ids of cityscapesscripts' label table; mask folders read classes.txt."""
+    if cfg.source in ("tfds", "cityscapes_folder"):
+        return cityscapes_labels.label_map()
+    if cfg.source == "mask_folder":
+        directory = cfg.get("train_dir") or _require(cfg, "eval_dir")
+        names, _ = mask_folder.read_class_names(directory)
+        return LabelMap.contiguous(names)
+    if cfg.source == "synthetic":
+        return LabelMap.contiguous(synthetic_segmentation.CLASS_NAMES)
+    raise ValueError(f"unknown data source {cfg.source!r}; expected one of {SOURCES}")

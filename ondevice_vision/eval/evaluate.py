@@ -18,6 +18,7 @@ import tensorflow as tf
 from ondevice_vision import checkpoints, files, tasks
 from ondevice_vision.eval.detection import DetectionEvaluator
 from ondevice_vision.eval.segmentation import SegmentationEvaluator
+from ondevice_vision.tasks import recorded_labels
 
 EVALUATORS = {"detection": DetectionEvaluator, "segmentation": SegmentationEvaluator}
 
@@ -26,13 +27,24 @@ def make_evaluator(config, label_map):
     return EVALUATORS[config.task](config, label_map)
 
 
-def evaluate(config, model, workdir: str | None, step: int | None = None, predict_fn=None) -> dict:
+def evaluate(
+    config,
+    model,
+    workdir: str | None,
+    step: int | None = None,
+    predict_fn=None,
+    allow_other_label_map: bool = False,
+) -> dict:
     """Runs the task's evaluator over the eval split; writes metrics JSON, summaries, pictures.
 
-    `predict_fn(images) -> outputs` replaces the model (exported models use this).
+    `predict_fn(images) -> outputs` replaces the model (exported models use this). Eval data whose
+    label map differs from the one the run recorded in `workdir` is refused unless
+    `allow_other_label_map` (tasks/recorded_labels.py).
     """
     task = tasks.get_task(config)
     dataset, label_map = task.build_dataset(config, "eval", config.eval.batch_size)
+    if predict_fn is None:
+        recorded_labels.check(workdir, label_map, "the eval data", allow_other_label_map)
     evaluator = make_evaluator(config, label_map)
     if predict_fn is None:
         predict_fn = tf.function(lambda images: task.predict(config, model, images))
@@ -82,11 +94,13 @@ def _write_results(workdir: str, step: int | None, metrics: dict, evaluator) -> 
         files.write_png(picture, os.path.join(eval_dir, f"{name}{suffix}.png"))
 
 
-def evaluate_checkpoint(config, workdir: str, checkpoint: str | None = None) -> dict:
+def evaluate_checkpoint(
+    config, workdir: str, checkpoint: str | None = None, allow_other_label_map: bool = False
+) -> dict:
     """Metrics of the latest (or the given) checkpoint; results written to `workdir`."""
     model, path = tasks.load_trained_model(config, workdir, checkpoint)
     step = checkpoints.step_of(path)
-    metrics = evaluate(config, model, workdir, step)
+    metrics = evaluate(config, model, workdir, step, allow_other_label_map=allow_other_label_map)
     return {"checkpoint": path, "step": step, **metrics}
 
 

@@ -32,6 +32,12 @@ def define_flags():
     flags.DEFINE_string("checkpoint", None, "A checkpoint prefix or directory (default: latest).")
     flags.DEFINE_string("saved_model", None, "Evaluate this SavedModel export directory instead.")
     flags.DEFINE_string("tflite", None, "Evaluate this TFLite model (or its export directory).")
+    flags.DEFINE_boolean(
+        "allow_other_label_map",
+        False,
+        "Evaluate even when the eval data's classes differ from WORKDIR/labels.json, the ones "
+        "the training run recorded.",
+    )
     flags.DEFINE_integer("num_threads", None, "TFLite interpreter threads (default: TFLite's).")
     flags.DEFINE_string(
         "cityscapes_submission",
@@ -82,7 +88,9 @@ def main(argv):
     else:
         if not FLAGS.workdir:
             raise app.UsageError("--workdir is required to evaluate a checkpoint")
-        result = evaluate.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint)
+        result = evaluate.evaluate_checkpoint(
+            FLAGS.config, FLAGS.workdir, FLAGS.checkpoint, FLAGS.allow_other_label_map
+        )
     print(json.dumps(result, default=str))
 
 

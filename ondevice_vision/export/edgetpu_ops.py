@@ -31,6 +31,15 @@ avoid loss in precision", and the compiler's on-chip memory (parameters above ab
 streamed from the host). Ops that only the newest runtimes added (Pack, ExpandDims, Transpose,
 TransposeConv, ...) are left out on purpose: a graph that needs them fails the check.
 
+Operator versions (`check_versions`): TensorFlow numbers each builtin op's variants (a new input
+type, a new option: CONV_2D v6 is TF 2.9's), and the Edge TPU compiler, built against an older
+TensorFlow Lite, refuses a whole file whose op version it does not know ("Didn't find op for
+builtin opcode 'X' version 'N' ... Model could not be parsed"): nothing is mapped at all. Coral
+publishes no table of accepted versions; `COMPILER_MAX_VERSIONS` holds the highest version of each
+op that compiler 16.0.384591198 (the last release) is known to accept, one below the version its
+users saw refused, each with its thread. Ops not in that table are reported with their versions
+but cannot be judged.
+
 A detection graph is checked up to TFLite_Detection_PostProcess: that custom op and the DEQUANTIZE
 ops that only feed it run on the CPU by design, after the Edge TPU part (as in the Object Detection
 API's Edge TPU models).
@@ -82,6 +91,31 @@ _CONSTANT_OPERANDS = {("CONV_2D", 1), ("DEPTHWISE_CONV_2D", 1), ("FULLY_CONNECTE
 }
 
 
+COMPILER = "Edge TPU Compiler 16.0.384591198"
+# Op -> (highest version the compiler parses, the public report of the next version's refusal).
+COMPILER_MAX_VERSIONS = {
+    "CONV_2D": (5, "https://github.com/google-coral/edgetpu/issues/631 (v6, TF 2.9.1)"),
+    "QUANTIZE": (2, "https://github.com/google-coral/edgetpu/issues/879 (v3)"),
+    "TRANSPOSE_CONV": (3, "https://github.com/google-coral/edgetpu/issues/845 (v4)"),
+    "EXP": (1, "https://github.com/google-coral/libedgetpu/issues/71 (v2, TF 2.16)"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionRefusal:
+    op: str
+    version: int
+    count: int
+    highest_accepted: int
+    source: str
+
+    def __str__(self):
+        return (
+            f"{self.op} version {self.version} x{self.count} (the compiler parses up to "
+            f"version {self.highest_accepted}: {self.source})"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class Finding:
     op_index: int
@@ -98,6 +132,9 @@ class _Graph:
     def __init__(self, flatbuffer: bytes):
         self.model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
         self.subgraph = self.model.subgraphs[0]
+
+    def op_version(self, op) -> int:
+        return int(self.model.operatorCodes[op.opcodeIndex].version)
 
     def op_name(self, op) -> str:
         code = self.model.operatorCodes[op.opcodeIndex]
@@ -321,18 +358,56 @@ def check_graph(flatbuffer: bytes) -> list[Finding]:
     return findings
 
 
-def summary(findings: list[Finding]) -> dict:
-    """What `ondevice-export` logs and keeps in export.json: how much of the graph maps."""
-    if not findings:
-        return {"operators_off": 0, "first_off": None, "off_by_op": {}}
+def op_versions(flatbuffer: bytes) -> dict[str, dict[int, int]]:
+    """Op name -> {version: how many operators of the graph use it}, read from the flatbuffer."""
+    graph = _Graph(flatbuffer)
+    versions: dict[str, dict[int, int]] = {}
+    for op in graph.subgraph.operators:
+        by_version = versions.setdefault(graph.op_name(op), {})
+        version = graph.op_version(op)
+        by_version[version] = by_version.get(version, 0) + 1
+    return versions
+
+
+def check_versions(flatbuffer: bytes) -> list[VersionRefusal]:
+    """Every (op, version) of the graph newer than the Edge TPU compiler parses; any one of them
+    makes it refuse the whole file."""
+    refusals = []
+    for op, by_version in op_versions(flatbuffer).items():
+        if op not in COMPILER_MAX_VERSIONS:
+            continue
+        highest, source = COMPILER_MAX_VERSIONS[op]
+        for version, count in sorted(by_version.items()):
+            if version > highest:
+                refusals.append(VersionRefusal(op, version, count, highest, source))
+    return refusals
+
+
+def summary(findings: list[Finding], refusals: list[VersionRefusal] = (), versions=None) -> dict:
+    """What `ondevice-export` logs and keeps in export.json: whether the compiler parses the file
+    (op versions), how much of the graph maps, and every op's versions."""
     off_by_op: dict[str, int] = {}
     for f in findings:
         off_by_op[f.op] = off_by_op.get(f.op, 0) + 1
-    return {
+    result = {
+        "compiler": COMPILER,
+        "compiles": not refusals,
+        "version_refusals": [dataclasses.asdict(r) for r in refusals],
         "operators_off": len(findings),
-        "first_off": findings[0].op_index,
+        "first_off": findings[0].op_index if findings else None,
         "off_by_op": off_by_op,
     }
+    if versions is not None:
+        result["op_versions"] = {
+            op: {str(v): n for v, n in sorted(by_version.items())}
+            for op, by_version in sorted(versions.items())
+        }
+    return result
+
+
+def report(flatbuffer: bytes) -> dict:
+    """`summary` of a whole file: operator rules, op versions, and the versions in use."""
+    return summary(check_graph(flatbuffer), check_versions(flatbuffer), op_versions(flatbuffer))
 
 
 def operator_counts(flatbuffer: bytes) -> dict[str, int]:

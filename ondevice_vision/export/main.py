@@ -6,7 +6,9 @@
 
 The checkpoint is the latest in WORKDIR/checkpoints unless --checkpoint is given. The export
 directory gets the model, labels.json and export.json (see export_info.py), written atomically.
-The label map comes from the config's eval data unless --label_map names a labels.json.
+The label map is the one the training run recorded (WORKDIR/labels.json; tasks/recorded_labels.py),
+else the config's, read without the data (COCO's and Cityscapes' ship with the package), so
+Google's imported models export with no dataset on disk; --label_map names another labels.json.
 int8 from a quantization-aware checkpoint (`train.quantization.enabled`, trained past `delay`)
 uses its learned ranges and calibrates nothing.
 """
@@ -39,7 +41,21 @@ def define_flags():
         "SavedModel: default each image's own size; segmentation TFLite: default model.input_size, "
         "else data.crop_size.",
     )
-    flags.DEFINE_integer("num_calibration_images", 100, "int8: training images for calibration.")
+    flags.DEFINE_integer(
+        "num_calibration_images", 100, "int8: how many images calibrate (fewer are refused)."
+    )
+    flags.DEFINE_string(
+        "calibration_dir",
+        None,
+        "int8: calibrate on this folder's images, preprocessed as for inference (default: the "
+        "training input pipeline, augmented; export/calibration.py).",
+    )
+    flags.DEFINE_enum(
+        "calibration_split",
+        None,
+        ["train", "eval"],
+        "int8: calibrate on this split of the config's data, preprocessed as for inference.",
+    )
     flags.DEFINE_boolean(
         "use_regular_nms",
         False,
@@ -50,7 +66,14 @@ def define_flags():
     flags.DEFINE_boolean(
         "with_probabilities", False, "Segmentation SavedModel: add the probabilities output."
     )
-    flags.DEFINE_string("label_map", None, "A labels.json to use instead of the config's data.")
+    flags.DEFINE_string(
+        "label_map", None, "A labels.json to use instead of the one the training run recorded."
+    )
+    flags.DEFINE_boolean(
+        "allow_other_label_map",
+        False,
+        "Use --label_map even when it differs from the one recorded in WORKDIR/labels.json.",
+    )
     flags.DEFINE_boolean("overwrite", False, "Replace an existing export directory.")
     flags.mark_flags_as_required(["config", "export_dir"])
 
@@ -64,16 +87,15 @@ def resolve_input_size(config, override, fmt: str):
     return export_class(config.task).default_input_size(config, fmt)
 
 
-def label_map_and_palette(config, label_map_file: str | None = None):
+def label_map_and_palette(
+    config, label_map_file: str | None = None, workdir: str | None = None, allow_other=False
+):
+    """The trained model's label map (recorded_labels.trained_label_map) and class colours."""
     from ondevice_vision import tasks
-    from ondevice_vision.data.label_map import LabelMap
+    from ondevice_vision.tasks.recorded_labels import trained_label_map
 
-    task = tasks.get_task(config)
-    if label_map_file:
-        label_map = LabelMap.load(label_map_file)
-    else:
-        _, label_map = task.build_dataset(config, "eval", 1)
-    return label_map, task.palette(config, label_map.num_classes)
+    label_map = trained_label_map(config, workdir, label_map_file, allow_other)
+    return label_map, tasks.get_task(config).palette(config, label_map.num_classes)
 
 
 def export(
@@ -91,6 +113,8 @@ def export(
     overwrite: bool = False,
     extra: dict | None = None,
     quantization_state=None,
+    calibration_dir: str | None = None,
+    calibration_split: str | None = None,
 ) -> str:
     """Library entry point of the CLI (the model already holds its trained weights).
 
@@ -124,6 +148,8 @@ def export(
             quantization=quantization,
             quantization_state=quantization_state,
             num_calibration_images=num_calibration_images,
+            calibration_dir=calibration_dir,
+            calibration_split=calibration_split,
             use_regular_nms=use_regular_nms,
             palette=palette,
             overwrite=overwrite,
@@ -141,7 +167,9 @@ def main(argv):
     from ondevice_vision.tasks import load_trained_model
 
     model, path = load_trained_model(config, FLAGS.workdir, FLAGS.checkpoint)
-    label_map, palette = label_map_and_palette(config, FLAGS.label_map)
+    label_map, palette = label_map_and_palette(
+        config, FLAGS.label_map, FLAGS.workdir, FLAGS.allow_other_label_map
+    )
     state = None
     if FLAGS.format == "tflite" and FLAGS.quantization == "int8":
         from ondevice_vision.quantization import qat
@@ -162,6 +190,8 @@ def main(argv):
         overwrite=FLAGS.overwrite,
         extra={"checkpoint": path},
         quantization_state=state,
+        calibration_dir=FLAGS.calibration_dir,
+        calibration_split=FLAGS.calibration_split,
     )
     logging.info("Exported %s to %s", path, out)
     print(json.dumps({"export_dir": out, "checkpoint": path, "format": FLAGS.format}))

@@ -5,7 +5,7 @@ The model is first saved as a fixed-shape "TFLite graph" SavedModel (batch 1, in
 converted with `TFLiteConverter.from_saved_model`; only TFLite builtin ops are allowed (no Select
 TF ops; detection adds the OD API's TFLite_Detection_PostProcess custom op).
 
-int8 is full-integer quantization calibrated on images from the training input pipeline:
+int8 is full-integer quantization calibrated on the images export/calibration.py picks:
 TFLITE_BUILTINS_INT8 only, uint8 input; segmentation logits come out as uint8, detection outputs
 are the post-processing op's float32 boxes / classes / scores (as in the OD API's Edge TPU models),
 with DEQUANTIZE ops in front of that op. That graph is what the Edge TPU compiler takes.
@@ -13,17 +13,16 @@ with DEQUANTIZE ops in front of that op. That graph is what the Edge TPU compile
 
 from __future__ import annotations
 
-import itertools
 import os
 import tempfile
 
 import tensorflow as tf
 from absl import logging
 
-from ondevice_vision import files, tasks
-from ondevice_vision.data.image_decode import resize_pixels
+from ondevice_vision import files
 from ondevice_vision.data.label_map import LabelMap
 from ondevice_vision.export import edgetpu_ops
+from ondevice_vision.export.calibration import Calibration
 from ondevice_vision.export.export_info import (
     TFLITE_FILE,
     ExportInfo,
@@ -34,28 +33,7 @@ from ondevice_vision.export.signatures import tflite_graph_archive
 from ondevice_vision.export.task_exports import export_class, task_export
 from ondevice_vision.export.tflite_metadata import add_metadata
 from ondevice_vision.files import atomic_directory
-from ondevice_vision.progress import Progress
 from ondevice_vision.quantization import int8_graph
-
-
-def representative_images(config, input_size, num_images: int):
-    """Generator factory: `num_images` training-pipeline images resized to input_size, batch 1."""
-
-    def generate():
-        dataset, _ = tasks.get_task(config).build_dataset(config, "train", 1)
-        progress = Progress(num_images, 1, 0)
-        for done, (images, _) in enumerate(itertools.islice(dataset, num_images), start=1):
-            yield [resize_pixels(images, input_size).numpy()]
-            if done % 25 == 0 or done == num_images:
-                speed = progress.update(done)
-                logging.info(
-                    "int8 calibration: %d/%d images (%.1f img/s)",
-                    done,
-                    num_images,
-                    speed["images_per_sec"],
-                )
-
-    return generate
 
 
 def make_converter(
@@ -95,8 +73,9 @@ def convert(
     representative=None,
     quantization_state=None,
 ) -> bytes:
-    """The .tflite flatbuffer of a task export. `representative` overrides the calibration data
-    (by default `num_calibration_images` images of the training pipeline).
+    """The .tflite flatbuffer of a task export. `representative` is the calibration data (a
+    generator factory, e.g. a calibration.Calibration; by default `num_calibration_images`
+    images of the training pipeline).
 
     int8 converts the graph of `quantization/int8_graph.py` (hard-swish that XNNPACK runs in
     int8, docs/export_speed.md), or, with `quantization_state` (the QuantizationSimulator of a
@@ -107,7 +86,7 @@ def convert(
     model = export.model
     aware = quantization == "int8" and quantization_state is not None
     if quantization == "int8" and representative is None and not aware:
-        representative = representative_images(config, input_size, num_calibration_images)
+        representative = Calibration(config, input_size, num_calibration_images)
     forward, track = None, ()
     if aware:
         forward = lambda images: quantization_state.forward(model, images)  # noqa: E731
@@ -135,15 +114,30 @@ def export_tflite(
     representative=None,
     extra: dict | None = None,
     quantization_state=None,
+    calibration_dir: str | None = None,
+    calibration_split: str | None = None,
 ) -> str:
     """Writes model.tflite (with TFLite Model Metadata, see tflite_metadata), labels.json and
     export.json to `export_dir` atomically.
 
     `quantization_state`: see `convert` (int8 from a quantization-aware checkpoint).
+    `calibration_dir` / `calibration_split`: the int8 calibration images (export/calibration.py).
     """
     if input_size is None:
         input_size = export_class(config.task).default_input_size(config, "tflite")
     export = task_export(config, model, label_map, input_size, use_regular_nms=use_regular_nms)
+    if (calibration_dir or calibration_split) and (
+        quantization != "int8" or quantization_state is not None
+    ):
+        raise ValueError(
+            "--calibration_dir / --calibration_split apply to post-training int8 only (a "
+            "quantization-aware checkpoint uses its learned ranges)"
+        )
+    calibrates = quantization == "int8" and quantization_state is None and representative is None
+    if calibrates:
+        representative = Calibration(
+            config, export.input_size, num_calibration_images, calibration_dir, calibration_split
+        )
     flatbuffer = convert(
         config, export, quantization, num_calibration_images, representative, quantization_state
     )
@@ -154,18 +148,10 @@ def export_tflite(
         details["quantization_aware"] = True
     elif quantization == "int8":
         details["num_calibration_images"] = int(num_calibration_images)
+        if isinstance(representative, Calibration):
+            details["calibration"] = representative.report()
     if quantization == "int8":
-        # The Edge TPU compiler maps a graph only up to its first operator the Edge TPU lacks.
-        findings = edgetpu_ops.check_graph(flatbuffer)
-        details["edgetpu"] = edgetpu_ops.summary(findings)
-        if findings:
-            logging.warning(
-                "Edge TPU: %d operators it does not run (%s); the compiler would map only the "
-                "%d operators before the first, the rest runs on the CPU (export/edgetpu_ops.py)",
-                len(findings),
-                ", ".join(f"{op} x{n}" for op, n in details["edgetpu"]["off_by_op"].items()),
-                findings[0].op_index,
-            )
+        details["edgetpu"] = edgetpu_report(flatbuffer)
     info = ExportInfo(
         task=export.task,
         format="tflite",
@@ -183,3 +169,28 @@ def export_tflite(
         write_export_files(tmp, info, label_map)
     logging.info("Wrote %s (%d bytes)", os.path.join(export_dir, TFLITE_FILE), len(flatbuffer))
     return export_dir
+
+
+def edgetpu_report(flatbuffer: bytes) -> dict:
+    """export.json's "edgetpu": op versions the compiler refuses (it then parses nothing) and
+    operators it does not run (it maps the graph only up to the first); both logged."""
+    result = edgetpu_ops.report(flatbuffer)
+    for refusal in result["version_refusals"]:
+        logging.warning(
+            "Edge TPU: the compiler refuses %s version %d (x%d; it parses up to version %d: "
+            "%s), so it would not compile this file at all (export/edgetpu_ops.py)",
+            refusal["op"],
+            refusal["version"],
+            refusal["count"],
+            refusal["highest_accepted"],
+            refusal["source"],
+        )
+    if result["operators_off"]:
+        logging.warning(
+            "Edge TPU: %d operators it does not run (%s); the compiler would map only the "
+            "%d operators before the first, the rest runs on the CPU (export/edgetpu_ops.py)",
+            result["operators_off"],
+            ", ".join(f"{op} x{n}" for op, n in result["off_by_op"].items()),
+            result["first_off"],
+        )
+    return result

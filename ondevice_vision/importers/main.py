@@ -5,16 +5,18 @@
 An Object Detection API checkpoint (the model zoo's SSDLite files) fills the whole detector of a
 detection config; a DeepLab LR-ASPP checkpoint (`deeplab_mnv3_*_cityscapes_trainfine`) the whole
 segmenter of a `model.lraspp_variant="deeplab"` config; a slim ImageNet checkpoint fills the
-backbone of any config, the rest keeping its initialisation. OUT then holds checkpoints/ckpt-0 and config.json as a training run writes
-them, so ondevice-eval, ondevice-export, ondevice-predict (--workdir=OUT) and
-train.init_checkpoint=OUT work unchanged. What was assigned and skipped is printed as JSON.
+backbone of any config, the rest keeping its initialisation. OUT then holds checkpoints/ckpt-0 and
+config.json as a training run writes them, plus labels.json, the config's label map (the COCO and
+Cityscapes ones ship with the package, so no dataset is needed), so ondevice-eval,
+ondevice-export, ondevice-predict (--workdir=OUT) and train.init_checkpoint=OUT work unchanged.
+What was assigned and skipped is printed as JSON.
 """
 
 from __future__ import annotations
 
 import json
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -34,6 +36,7 @@ def import_checkpoint(config, checkpoint: str, workdir: str) -> dict:
     from ondevice_vision import checkpoints, tasks
     from ondevice_vision.backbones import slim_checkpoint
     from ondevice_vision.importers import deeplab, od_api
+    from ondevice_vision.tasks import recorded_labels
 
     if not slim_checkpoint.is_tf1_checkpoint(checkpoint):
         raise FileNotFoundError(
@@ -44,6 +47,12 @@ def import_checkpoint(config, checkpoint: str, workdir: str) -> dict:
             f"{checkpoints.checkpoint_dir(workdir)} already holds a checkpoint; import into a "
             "new --workdir"
         )
+    try:
+        label_map = tasks.get_task(config).label_map(config)
+    except (ValueError, OSError) as e:
+        # A folder config whose folders are not here: export then needs --label_map.
+        logging.warning("Not recording the label map (the config's classes are unknown: %s)", e)
+        label_map = None
     model = tasks.get_task(config).build_model(config)
     # Checkpoints of a whole model: (kind, test, loader, what it is, the task it needs).
     whole_models = (
@@ -67,6 +76,8 @@ def import_checkpoint(config, checkpoint: str, workdir: str) -> dict:
     manager = checkpoints.make_manager(tf.train.Checkpoint(model=model, step=step), workdir, 1)
     path = checkpoints.save(manager, 0)
     checkpoints.write_config(config, workdir)
+    if label_map is not None:
+        recorded_labels.record(workdir, label_map, "the config")
     skipped = {}
     for reason in report.skipped.values():
         skipped[reason] = skipped.get(reason, 0) + 1
@@ -75,6 +86,7 @@ def import_checkpoint(config, checkpoint: str, workdir: str) -> dict:
         "kind": kind,
         "checkpoint": path,
         "assigned": len(report.assigned),
+        "labels": None if label_map is None else recorded_labels.labels_path(workdir),
         "skipped": skipped,
     }
 

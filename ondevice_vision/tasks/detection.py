@@ -16,9 +16,9 @@ from PIL import Image
 
 from ondevice_vision import drawing
 from ondevice_vision.data import detection_augment
-from ondevice_vision.data.detection_sources import load_detection_source
+from ondevice_vision.data.detection_sources import load_detection_source, source_label_map
 from ondevice_vision.data.image_decode import apply_orientation, decode_rgb, resize_pixels
-from ondevice_vision.data.label_map import LabelMap
+from ondevice_vision.data.label_map import LabelMap, unused_name
 from ondevice_vision.data.pipeline import prepare_task_source
 from ondevice_vision.heads import anchors as anchors_lib
 from ondevice_vision.heads import losses, target_assigner
@@ -53,7 +53,7 @@ def model_label_map(config, source_map: LabelMap) -> LabelMap:
                 f"data.class_index='category_id' needs model.num_classes >= {max(by_id)}, "
                 f"got {size}"
             )
-        names = tuple(by_id.get(i + 1, f"unused_{i + 1}") for i in range(size))
+        names = tuple(by_id.get(i + 1, unused_name(i + 1)) for i in range(size))
         return LabelMap(names=names, dataset_ids=tuple(range(1, size + 1)))
     if config.data.class_index != "contiguous":
         raise ValueError(
@@ -65,6 +65,11 @@ def model_label_map(config, source_map: LabelMap) -> LabelMap:
             f"...) but model.num_classes is {config.model.num_classes}"
         )
     return source_map
+
+
+def label_map(config) -> LabelMap:
+    """The model's LabelMap from the config alone (no image is read; COCO's is shipped)."""
+    return model_label_map(config, source_label_map(config.data))
 
 
 def _class_remap(config, source_map: LabelMap):
@@ -146,6 +151,12 @@ def _decode(example):
     image = decode_rgb(example.pop("encoded_image"))
     example["image"] = apply_orientation(image, example.pop("orientation", 1))
     return example
+
+
+def source_images(config, split: str) -> tf.data.Dataset:
+    """The split's images as decoded, uint8 [H, W, 3], upright, in order (int8 calibration)."""
+    source, _ = load_detection_source(config.data, split)
+    return source.map(lambda example: _decode(example)["image"])
 
 
 def build_dataset(config, split: str, batch_size: int, input_context=None, repeat=None):

@@ -16,7 +16,7 @@ from ondevice_vision import drawing
 from ondevice_vision.data import cityscapes_labels, segmentation_augment
 from ondevice_vision.data.label_map import IGNORE_LABEL, LabelMap
 from ondevice_vision.data.pipeline import prepare_task_source
-from ondevice_vision.data.segmentation_sources import load_segmentation_source
+from ondevice_vision.data.segmentation_sources import load_segmentation_source, source_label_map
 from ondevice_vision.models.lraspp import build_segmenter
 from ondevice_vision.tasks import segmentation_inference, segmentation_loss
 
@@ -74,6 +74,13 @@ def _check_classes(config, label_map: LabelMap):
         )
 
 
+def label_map(config) -> LabelMap:
+    """The model's LabelMap from the config alone (no image is read; Cityscapes' is shipped)."""
+    result = source_label_map(config.data)
+    _check_classes(config, result)
+    return result
+
+
 def _train_example(example, config):
     d = config.data
     image, mask = segmentation_augment.preprocess_train(
@@ -126,6 +133,12 @@ def class_weights(config, source=None, label_map: LabelMap | None = None):
         segmentation_loss.log_class_weights(weights, names, counts)
     _CLASS_WEIGHTS[key] = weights
     return weights
+
+
+def source_images(config, split: str) -> tf.data.Dataset:
+    """The split's images as decoded, uint8 [H, W, 3], in order (int8 calibration)."""
+    source, _ = load_segmentation_source(config.data, split)
+    return source.map(lambda example: example["image"])
 
 
 def build_dataset(config, split: str, batch_size: int, input_context=None, repeat=None):

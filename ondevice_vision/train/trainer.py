@@ -28,6 +28,7 @@ from ondevice_vision import checkpoints, tasks
 from ondevice_vision.configs.checks import check_config
 from ondevice_vision.progress import Progress
 from ondevice_vision.quantization import qat
+from ondevice_vision.tasks import recorded_labels
 from ondevice_vision.train.bn_recalibration import BatchNormRecalibration
 from ondevice_vision.train.init_from_checkpoint import initialise_from_checkpoint
 from ondevice_vision.train.optimizer import build_optimizer, build_schedule
@@ -98,6 +99,7 @@ class Trainer:
         self.per_replica_batch = self.global_batch // replicas
         if tc.nan_policy not in NAN_POLICIES:
             raise ValueError(f"train.nan_policy must be stop or skip, got {tc.nan_policy!r}")
+        self.label_map = None  # the training data's, once its dataset is built
         self.input = TrainInput(
             strategy,
             self._build_train_dataset,
@@ -159,7 +161,9 @@ class Trainer:
         if self._data_seed_offset:
             config = config.copy_and_resolve_references()
             config.train.seed = config.train.seed + self._data_seed_offset
-        ds, _ = self.task.build_dataset(config, "train", batch_size, input_context=input_context)
+        ds, self.label_map = self.task.build_dataset(
+            config, "train", batch_size, input_context=input_context
+        )
         return ds
 
     def _train_dataset(self, input_context=None):
@@ -407,6 +411,9 @@ class Trainer:
         )
         if self.is_chief:
             checkpoints.write_config(self.config, self.workdir)
+            # What the class indices mean, for export and eval (tasks/recorded_labels.py).
+            label_map = self.label_map or self.task.label_map(self.config)
+            recorded_labels.record(self.workdir, label_map)
         start = int(self.step.numpy())
         if start >= tc.total_steps:
             logging.info("Already trained %d/%d steps.", start, tc.total_steps)

@@ -118,3 +118,48 @@ def test_float_graphs_are_off_the_edge_tpu(offenders):
     assert {f.op_index for f in findings} == set(
         range(sum(edgetpu_ops.operator_counts(offenders["float"]).values()))
     )
+
+
+def _with_versions(flatbuffer: bytes, versions: dict[str, int]) -> bytes:
+    """The graph with some ops' version numbers raised, as a newer TensorFlow writes them."""
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    for code in model.operatorCodes:
+        name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode))
+        if name in versions:
+            code.version = versions[name]
+    builder = flatbuffers.Builder(len(flatbuffer))
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def test_op_versions_are_read_and_newer_ones_refused(offenders):
+    """What TF 2.21 writes passes; CONV_2D v6 (TF 2.9's) and QUANTIZE v3, which the compiler
+    refuses (google-coral/edgetpu #631, #879), are reported with op, version and count."""
+    graph = offenders["int8"]
+    versions = edgetpu_ops.op_versions(graph)
+    counts = edgetpu_ops.operator_counts(graph)
+    assert {op: sum(v.values()) for op, v in versions.items()} == counts
+    assert versions["CONV_2D"] == {3: counts["CONV_2D"]}  # TF 2.21's int8 CONV_2D
+    assert edgetpu_ops.check_versions(graph) == []
+    assert edgetpu_ops.report(graph)["compiles"]
+
+    newer = _with_versions(graph, {"CONV_2D": 6, "QUANTIZE": 3})
+    refusals = {
+        (r.op, r.version, r.count, r.highest_accepted) for r in edgetpu_ops.check_versions(newer)
+    }
+    assert refusals == {
+        ("CONV_2D", 6, counts["CONV_2D"], 5),
+        ("QUANTIZE", 3, counts["QUANTIZE"], 2),
+    }
+    report = edgetpu_ops.report(newer)
+    assert not report["compiles"] and report["op_versions"]["CONV_2D"] == {"6": counts["CONV_2D"]}
+    assert (
+        "issues/631" in report["version_refusals"][0]["source"]
+        or "issues/879" in (report["version_refusals"][0]["source"])
+    )
+    # The operator rules are unchanged by the version numbers.
+    assert edgetpu_ops.check_graph(newer) == edgetpu_ops.check_graph(graph)

@@ -113,7 +113,7 @@ def test_int8_v3_segmenter_has_only_edge_tpu_operations(trained):
     assert edgetpu_ops.operator_counts(graph).get("HARD_SWISH", 0) == 0
     assert findings == [], [str(f) for f in findings]
     # export.json says so too (ondevice-export logs it).
-    assert trained[-1].info.extra["edgetpu"] == edgetpu_ops.summary(findings)
+    assert trained[-1].info.extra["edgetpu"] == edgetpu_ops.report(graph)
     assert not trained[-1].info.extra["edgetpu"]["off_by_op"]
 
 

@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 
@@ -86,7 +88,7 @@ def test_import_then_eval_and_export(reference_dir, tmp_path):
     metrics = evaluate_checkpoint(config, workdir)
     assert metrics["checkpoint"] == path and np.isfinite(metrics["AP"])
 
-    label_map, _ = label_map_and_palette(config)
+    label_map, _ = label_map_and_palette(config, workdir=workdir)
     export_dir = export(config, model, label_map, str(tmp_path / "export"), input_size=(128, 128))
     exported = load_exported_model(export_dir)
     outputs = exported.predict(images[:1, :128, :128].astype(np.uint8))
@@ -112,3 +114,62 @@ def test_od_api_checkpoint_into_a_model_of_other_classes(reference_dir, tmp_path
     config.model.num_classes = 4
     with pytest.raises(CheckpointMismatchError, match=r"ClassPredictor/weights.*\(12 in all\)"):
         import_checkpoint(config, f"{reference_dir}/ssdlite_v3_small/model.ckpt", str(tmp_path))
+
+
+def _doc_commands(doc: str) -> list[str]:
+    """The commands of the first bash block of `doc`, continuation lines joined, comments cut."""
+    with open(os.path.join(REPO, doc)) as f:
+        block = re.search(r"```bash\n(.*?)```", f.read(), re.S).group(1)
+    joined = re.sub(r"\\\n\s*", " ", block)
+    return [line.split("  #")[0].strip() for line in joined.splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_published_checkpoints_doc_commands_run_as_written_without_coco(reference_dir, tmp_path):
+    """docs/published_checkpoints.md's commands, verbatim, in a folder laid out as the doc
+    assumes (the zoo archive's folder holds the reference's V3-Large checkpoint) and with no
+    dataset anywhere: the import and both exports work; only the evaluation needs COCO."""
+    commands = _doc_commands("docs/published_checkpoints.md")
+    assert [c.split()[0] for c in commands] == [
+        "ondevice-import",
+        "ondevice-eval",
+        "ondevice-export",
+        "ondevice-export",
+    ]
+    os.symlink(os.path.join(REPO, "ondevice_vision"), tmp_path / "ondevice_vision")
+    archive = tmp_path / "ssdlite_mobilenet_v3_large_320x320_coco_2020_01_14"
+    archive.mkdir()
+    source = os.path.join(reference_dir, "ssdlite_v3_large")
+    for name in os.listdir(source):
+        if name.startswith("model.ckpt"):
+            os.symlink(os.path.join(source, name), archive / name)
+    (tmp_path / "empty_tfds").mkdir()
+    env = dict(
+        os.environ,
+        TFDS_DATA_DIR=str(tmp_path / "empty_tfds"),
+        HOME=str(tmp_path),  # no ~/tensorflow_datasets either
+        PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+    )
+    results = {}
+    for command in commands:
+        run = subprocess.run(
+            shlex.split(command), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        )
+        results[command.split()[0] + str(len(results))] = run
+        if not command.startswith("ondevice-eval"):
+            assert run.returncode == 0, (command, run.stderr[-3000:])
+    evaluation = results["ondevice-eval1"]
+    assert evaluation.returncode == 1
+    assert evaluation.stderr.strip().splitlines()[-1].startswith("ERROR: ")
+
+    labels = json.load(open(tmp_path / "workdirs/zoo_ssdlite_v3_large/labels.json"))["classes"]
+    assert len(labels) == 90 and labels[0]["name"] == "person" and labels[0]["id"] == 1
+    for export_dir, name in (
+        ("exports/zoo_ssdlite_v3_large", "model.tflite"),
+        ("exports/zoo_ssdlite_v3_large_saved_model", "saved_model.pb"),
+    ):
+        assert os.path.isfile(tmp_path / export_dir / name)
+        exported = load_exported_model(str(tmp_path / export_dir))
+        assert exported.label_map.names[89] == "toothbrush"
+        outputs = exported.predict(np.zeros((1, 320, 320, 3), np.uint8))
+        assert outputs["detection_boxes"].shape[-1] == 4
