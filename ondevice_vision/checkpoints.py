@@ -26,6 +26,23 @@ from absl import logging
 from ondevice_vision import files
 
 CHECKPOINT_DIR = "checkpoints"
+# checkpoints/best: the best-scoring checkpoint of a run (train.best_checkpoint.BestCheckpoint).
+BEST = "best"
+# The moving averages of the weights (train/ema.py) sit under this entry of a checkpoint.
+EMA_ENTRY = "ema"
+
+
+def average_key(variable) -> str:
+    """The name of a weight's moving average inside the checkpoint's `ema/averages`."""
+    return variable.path
+
+
+class _Averages(tf.Module):
+    """Reads `ema/averages/<path>` straight into the model's own weights."""
+
+    def __init__(self, weights: dict):
+        super().__init__()
+        self.averages = weights
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -182,8 +199,12 @@ def save(manager, step: int) -> str:
     return path
 
 
-def restore_weights(model, path: str) -> None:
-    """The model's weights only (no optimizer, no step): for eval, export and initialisation."""
+def restore_weights(model, path: str, moving_averages: bool = True) -> bool:
+    """The model's weights only (no optimizer, no step): for eval, export and initialisation.
+
+    When the checkpoint holds moving averages of the weights (train.ema_decay) and
+    `moving_averages` is on, the averages replace the weights they average. Returns whether they
+    did."""
     if not (tf.io.gfile.exists(path + ".index") or tf.io.gfile.exists(path)):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
@@ -199,6 +220,12 @@ def restore_weights(model, path: str) -> None:
     except (IndexError, tf.errors.OpError) as e:
         detail = getattr(e, "message", None) or str(e)
         raise ValueError(f"{path}: unreadable checkpoint ({detail})") from e
+    if not (moving_averages and has_entry(path, EMA_ENTRY)):
+        return False
+    weights = {average_key(v): v for v in model.trainable_variables}
+    tf.train.Checkpoint(**{EMA_ENTRY: _Averages(weights)}).read(path).expect_partial()
+    logging.info("%s: the weights are their moving averages", path)
+    return True
 
 
 def _drop_failed_restore(error: BaseException) -> None:
@@ -222,7 +249,23 @@ def step_of(path: str) -> int | None:
     return int(tail) if tail.isdigit() else None
 
 
+def best_dir(workdir: str) -> str:
+    return os.path.join(checkpoint_dir(workdir), BEST)
+
+
 def latest_or_given(workdir: str, checkpoint: str | None = None) -> str:
+    """`checkpoint` (a prefix, a directory, or "best": the run's best checkpoint), else the
+    newest checkpoint of `workdir`."""
+    if checkpoint == BEST:
+        if not workdir:
+            raise ValueError("--checkpoint=best needs --workdir (the run whose best it is)")
+        found = tf.train.latest_checkpoint(best_dir(workdir))
+        if not found:
+            raise FileNotFoundError(
+                f"no best checkpoint in {best_dir(workdir)}: the run keeps one when it "
+                "evaluates during training (eval.every_steps) or under ondevice-eval --watch"
+            )
+        return found
     if checkpoint:
         if tf.io.gfile.isdir(checkpoint):
             found = tf.train.latest_checkpoint(checkpoint)

@@ -56,6 +56,16 @@ def train_config() -> ml_collections.ConfigDict:
             "bn_recalibration_steps": 50,
             # "" none, "auto" the official keras.applications file, or a path to one.
             "imagenet_weights": "",
+            # Moving averages of the weights, used by evaluation, the best checkpoint and export
+            # (0: off; the OD API's use_moving_average uses 0.9999). train/ema.py.
+            "ema_decay": 0.0,
+            # Stop after this many evaluations without the best metric improving by more than
+            # early_stopping_min_delta (0: never). Needs eval.every_steps.
+            "early_stopping_patience": 0,
+            "early_stopping_min_delta": 0.0,
+            # What trains: "all", "head" (the backbone frozen, its batch norm in inference
+            # mode), or a regular expression over weight paths (train/freezing.py).
+            "trainable": "all",
             # Quantization-aware training (the OD API's graph_rewriter.quantization): from step
             # `delay` on, int8 weights and activations are simulated as the int8 TFLite export
             # will quantize them; ranges are moving averages with `ema_decay`.
@@ -83,6 +93,13 @@ def eval_config() -> ml_collections.ConfigDict:
             # The worst images of the split (detection: most missed objects; segmentation:
             # lowest mIoU), drawn into eval/worst_images_STEP.png.
             "num_worst_images": 8,
+            # The metric that picks WORKDIR/checkpoints/best/ (and early stopping): any number
+            # the evaluation reports ("" = the task's: AP for detection, mIoU for
+            # segmentation; "val_loss" with mode "min").
+            "best_metric": "",
+            "best_metric_mode": "max",  # max | min
+            # train_and_eval: the loss on the eval split (no augmentation) beside the metrics.
+            "validation_loss": True,
         }
     )
 

@@ -18,6 +18,7 @@ import tensorflow as tf
 from ondevice_vision import checkpoints, files, tasks
 from ondevice_vision.eval.detection import DetectionEvaluator
 from ondevice_vision.eval.segmentation import SegmentationEvaluator
+from ondevice_vision.eval.validation_loss import validation_loss
 from ondevice_vision.tasks import recorded_labels
 
 EVALUATORS = {"detection": DetectionEvaluator, "segmentation": SegmentationEvaluator}
@@ -54,6 +55,8 @@ def evaluate(
 
     total = config.eval.max_images or _known_length(dataset, config.eval.batch_size)
     metrics = evaluator.run(dataset, predict_fn, visualize, total_images=total)
+    if model is not None and config.eval.get("validation_loss", True):
+        metrics.update(validation_loss(config, model, dataset))
     if workdir:
         _write_results(workdir, step, metrics, evaluator)
     return metrics

@@ -3,6 +3,8 @@
     ondevice-eval --config=CONFIG --workdir=DIR                 # latest checkpoint in DIR
     ondevice-eval --config=CONFIG --saved_model=EXPORT_DIR [--workdir=RESULTS_DIR]
     ondevice-eval --config=CONFIG --tflite=EXPORT_DIR/model.tflite [--workdir=RESULTS_DIR]
+    ondevice-eval --config=CONFIG --workdir=DIR --watch [--watch_timeout=600]   # evaluator job
+    ondevice-eval --config=CONFIG --workdir=DIR --checkpoint=best   # the run's best checkpoint
     ondevice-eval --config=CITYSCAPES_CONFIG --workdir=DIR --config.data.eval_split=test \
         --cityscapes_submission=submission/      # test-server PNGs + submission.zip
 
@@ -29,7 +31,20 @@ def define_flags():
     """Called by run(): importing this module (train/main.py, tests) defines no flags."""
     config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:arg]).")
     flags.DEFINE_string("workdir", None, "Training workdir (checkpoints/ inside); results go here.")
-    flags.DEFINE_string("checkpoint", None, "A checkpoint prefix or directory (default: latest).")
+    flags.DEFINE_string(
+        "checkpoint",
+        None,
+        "A checkpoint prefix or directory, or 'best' (WORKDIR/checkpoints/best) (default: latest).",
+    )
+    flags.DEFINE_bool(
+        "watch",
+        False,
+        "Score each new checkpoint of the run in --workdir as it appears (once each), keeping the "
+        "best; ends at train.total_steps or after --watch_timeout idle seconds.",
+    )
+    flags.DEFINE_float(
+        "watch_timeout", 600.0, "--watch: seconds without a new checkpoint before it ends."
+    )
     flags.DEFINE_string("saved_model", None, "Evaluate this SavedModel export directory instead.")
     flags.DEFINE_string("tflite", None, "Evaluate this TFLite model (or its export directory).")
     flags.DEFINE_boolean(
@@ -81,6 +96,14 @@ def main(argv):
         result = evaluate.evaluate_exported(
             FLAGS.config, path, FLAGS.workdir, FLAGS.num_threads, fmt
         )
+    elif FLAGS.watch:
+        from ondevice_vision.eval.watch import watch
+
+        if not FLAGS.workdir:
+            raise app.UsageError("--watch needs --workdir (the training run to watch)")
+        if FLAGS.checkpoint:
+            raise app.UsageError("--checkpoint does not apply to --watch")
+        result = watch(FLAGS.config, FLAGS.workdir, FLAGS.watch_timeout)
     elif FLAGS.cityscapes_submission:
         result = cityscapes_submission(
             FLAGS.config, FLAGS.cityscapes_submission, FLAGS.workdir, FLAGS.checkpoint

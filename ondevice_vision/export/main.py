@@ -30,7 +30,11 @@ def define_flags():
     """Called by run(): importing this module (tests, other tools) defines no flags."""
     config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:arg]).")
     flags.DEFINE_string("workdir", None, "Training workdir (checkpoints/ inside).")
-    flags.DEFINE_string("checkpoint", None, "A checkpoint prefix or directory (default: latest).")
+    flags.DEFINE_string(
+        "checkpoint",
+        None,
+        "A checkpoint prefix or directory, or 'best' (WORKDIR/checkpoints/best) (default: latest).",
+    )
     flags.DEFINE_string("export_dir", None, "Output directory (must not exist unless --overwrite).")
     flags.DEFINE_enum("format", "saved_model", ["saved_model", "tflite"], "What to write.")
     flags.DEFINE_enum("quantization", "none", ["none", "fp16", "int8"], "TFLite quantization.")

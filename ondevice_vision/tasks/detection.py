@@ -25,6 +25,8 @@ from ondevice_vision.heads import losses, target_assigner
 from ondevice_vision.models import ssdlite
 
 LOSS_KEYS = ("cls_loss", "box_loss")
+# The metric eval.best_metric defaults to (the best checkpoint, early stopping).
+BEST_METRIC = "AP"
 
 
 def build_model(config) -> ssdlite.SSDLiteDetector:

@@ -21,6 +21,8 @@ from ondevice_vision.models.lraspp import build_segmenter
 from ondevice_vision.tasks import segmentation_inference, segmentation_loss
 
 CITYSCAPES_SOURCES = ("tfds", "cityscapes_folder")
+# The metric eval.best_metric defaults to (the best checkpoint, early stopping).
+BEST_METRIC = "mIoU"
 
 
 def build_model(config):
