@@ -32,6 +32,16 @@ _RULES = [
     ("train.clip_gradient_norm", lambda v: v >= 0, f"{_NON_NEGATIVE} (0: off)"),
     ("train.quantization.delay", lambda v: isinstance(v, int) and v >= 0, _NON_NEGATIVE),
     ("train.quantization.ema_decay", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("train.ema_decay", lambda v: 0 <= v < 1, "in [0, 1) (0: off)"),
+    (
+        "train.early_stopping_patience",
+        lambda v: isinstance(v, int) and v >= 0,
+        f"{_NON_NEGATIVE} (0: off)",
+    ),
+    ("train.early_stopping_min_delta", lambda v: v >= 0, _NON_NEGATIVE),
+    ("eval.best_metric_mode", lambda v: v in ("max", "min"), "'max' or 'min'"),
+    ("eval.score_threshold", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("eval.num_worst_images", lambda v: isinstance(v, int) and v >= 0, _NON_NEGATIVE),
     ("eval.batch_size", lambda v: isinstance(v, int) and v > 0, _POSITIVE),
     (
         "eval.every_steps",
@@ -82,6 +92,12 @@ def config_problems(config) -> list[str]:
             problems.append(
                 f"config.train.warmup_steps: must be below train.total_steps "
                 f"({train.total_steps}), got {train.warmup_steps}"
+            )
+        patience = train.get("early_stopping_patience") or 0
+        if patience and not config.get("eval", {}).get("every_steps"):
+            problems.append(
+                "config.train.early_stopping_patience: needs eval.every_steps > 0 (it counts "
+                "evaluations during training)"
             )
     return problems
 

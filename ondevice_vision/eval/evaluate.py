@@ -82,6 +82,10 @@ def _write_results(workdir: str, step: int | None, metrics: dict, evaluator) -> 
         for k, v in metrics.items():
             if isinstance(v, (int, float)) and v is not None and np.isfinite(v):
                 tf.summary.scalar(f"metrics/{k}", v)
+        for k, v in metrics.items():
+            # Beside the training run's loss/<term> curves (TensorBoard overlays the runs).
+            if k.startswith("val_") and k != "val_loss":
+                tf.summary.scalar(f"loss/{k[4:]}", v)
         for k, v in evaluator.scalars(metrics).items():
             if v is not None and np.isfinite(v):
                 tf.summary.scalar(k, v)

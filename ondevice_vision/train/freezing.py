@@ -37,7 +37,9 @@ def apply_trainable(model, setting: str) -> dict:
         try:
             pattern = re.compile(setting)
         except re.error as e:
-            raise ValueError(f"train.trainable: {setting!r} is not a regular expression ({e})") from e
+            raise ValueError(
+                f"train.trainable: {setting!r} is not a regular expression ({e})"
+            ) from e
         weights = list(model.trainable_variables)
         keep = [v for v in weights if pattern.search(v.path)]
         if not keep:

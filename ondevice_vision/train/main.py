@@ -121,17 +121,25 @@ def main(argv):
         trainer = Trainer(config, workdir, strategy, mixed_precision=precision)
 
         def eval_fn(model, step):
-            if trainer.is_chief:
-                metrics = evaluate(config, model, workdir, step)
-                logging.info("eval at step %d: %s", step, json.dumps(_headline(metrics)))
+            metrics = evaluate(config, model, workdir, step)
+            logging.info("eval at step %d: %s", step, json.dumps(_headline(metrics)))
+            return metrics
 
         try:
             result = trainer.train(eval_fn if FLAGS.mode == "train_and_eval" else None)
         except NonFiniteLossError as e:
             logging.error("%s", e)
             sys.exit(f"ERROR: {e}")
-        if FLAGS.mode == "train_and_eval" and trainer.is_chief and not result.get("preempted"):
-            result = evaluate(config, trainer.model, workdir, result["step"])
+        if result.get("early_stopped"):
+            result = {
+                **(result.get("metrics") or {}),
+                "step": result["step"],
+                "early_stopped": True,
+            }
+        elif FLAGS.mode == "train_and_eval" and trainer.is_chief and not result.get("preempted"):
+            step = result["step"]
+            metrics, _ = trainer.evaluate(eval_fn, step)
+            result = {**metrics, "step": step}
     else:
         result = evaluate_checkpoint(config, workdir)
     print(json.dumps(_headline(result)))

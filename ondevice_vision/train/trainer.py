@@ -26,10 +26,13 @@ from absl import logging
 
 from ondevice_vision import checkpoints, tasks
 from ondevice_vision.configs.checks import check_config
+from ondevice_vision.eval.best_checkpoint import BestCheckpoint
 from ondevice_vision.progress import Progress
 from ondevice_vision.quantization import qat
 from ondevice_vision.tasks import recorded_labels
 from ondevice_vision.train.bn_recalibration import BatchNormRecalibration
+from ondevice_vision.train.ema import WeightAverages
+from ondevice_vision.train.freezing import apply_trainable
 from ondevice_vision.train.init_from_checkpoint import initialise_from_checkpoint
 from ondevice_vision.train.optimizer import build_optimizer, build_schedule
 from ondevice_vision.train.preemption import Preemption, run_interruptible
@@ -118,7 +121,11 @@ class Trainer:
         with strategy.scope():
             with _dtype_policy(mixed_precision):
                 self.model = self.task.build_model(config)
+            apply_trainable(self.model, tc.get("trainable", "all"))
             self.quantization = qat.for_training(config, self.model)
+            self.ema = None
+            if tc.get("ema_decay"):
+                self.ema = WeightAverages(self.model, tc.ema_decay)
             self.optimizer = build_optimizer(tc)
             if mixed_precision == "float16":
                 self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
@@ -154,6 +161,7 @@ class Trainer:
         self._stop_requested = tf.Variable(False, trainable=False, name="stop_requested")
         self._data_seed_offset = 0
         self._bn_recalibration = None
+        self._best = None
 
     # ---------------------------------------------------------------- data
     def _build_train_dataset(self, batch_size, input_context):
@@ -212,6 +220,8 @@ class Trainer:
         if self.loss_scaled:
             grad_norm /= tf.cast(self.optimizer.dynamic_scale, grad_norm.dtype)
         self.optimizer.apply(summed, [v for _, v in pairs])
+        if self.ema is not None:
+            self.ema.update(self.step)
         terms["loss"] = loss
         return terms, grad_norm
 
@@ -310,8 +320,18 @@ class Trainer:
         extra = {} if self.quantization is None else {"quantization": self.quantization}
         return tf.train.Checkpoint(model=self.model, optimizer=optimizer, step=self.step, **extra)
 
+    def averaged_weights(self):
+        """Inside the block the model holds what inference uses: the moving averages of its
+        weights when train.ema_decay is on, else the weights themselves."""
+        return self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext()
+
     def recalibrate_batch_norm(self) -> None:
-        """Moving BN statistics from `train.bn_recalibration_steps` fresh training batches."""
+        """Moving BN statistics from `train.bn_recalibration_steps` fresh training batches
+        (under the averaged weights with train.ema_decay: those are what inference uses)."""
+        with self.averaged_weights():
+            self._recalibrate_batch_norm()
+
+    def _recalibrate_batch_norm(self) -> None:
         steps = int(self.config.train.get("bn_recalibration_steps") or 0)
         if steps <= 0:
             return
@@ -350,6 +370,12 @@ class Trainer:
                 latest,
                 self._data_seed_offset,
             )
+        if self.ema is not None:
+            if latest and checkpoints.has_entry(latest, checkpoints.EMA_ENTRY):
+                tf.train.Checkpoint(ema=self.ema).read(latest).expect_partial()
+            else:
+                self.ema.reset_to_weights()
+            checkpoint.ema = self.ema
         iterator = self.input.make_iterator()
         if restore_data:
             tf.train.Checkpoint(data=iterator).read(latest).expect_partial()
@@ -358,11 +384,51 @@ class Trainer:
             checkpoint.data = iterator
         return iterator
 
+    # ---------------------------------------------------------------- eval
+    def evaluate(self, eval_fn, step: int) -> tuple[dict | None, bool]:
+        """`eval_fn(model, step) -> metrics` on the chief, with the weights inference uses;
+        keeps checkpoints/best and counts evaluations for early stopping.
+
+        Returns (metrics or None off the chief, whether early stopping ends the run)."""
+        if not self.is_chief:
+            return None, False
+        tc = self.config.train
+        if self._best is None:
+            self._best = BestCheckpoint.for_run(self.config, self.workdir)
+        with self.averaged_weights():
+            metrics = eval_fn(self.model, step)
+            # One input worker: the best checkpoint is written by this process alone (several
+            # workers would all have to take part in the save: run ondevice-eval --watch).
+            saved = self._inference_checkpoint() if self.input.workers == 1 else None
+            self._best.update(metrics, step, saved)
+        patience = int(tc.get("early_stopping_patience") or 0)
+        stop = bool(patience) and self._best.stale >= patience
+        if stop:
+            logging.warning(
+                "Early stopping at step %d: %s has not improved on %.4f (step %d) by more than "
+                "%g for %d evaluations (train.early_stopping_patience=%d)",
+                step,
+                self._best.metric,
+                self._best.value,
+                self._best.step,
+                self._best.min_delta,
+                self._best.stale,
+                patience,
+            )
+        return metrics, stop
+
+    def _inference_checkpoint(self) -> tf.train.Checkpoint:
+        """What checkpoints/best holds: the weights as they are now, the step, QAT ranges."""
+        extra = {} if self.quantization is None else {"quantization": self.quantization}
+        return tf.train.Checkpoint(model=self.model, step=self.step, **extra)
+
     # ---------------------------------------------------------------- train
     def train(self, eval_fn=None) -> dict:
         """Trains to train.total_steps (resuming if the workdir has a checkpoint).
 
-        Returns {"step", "preempted", loss terms of the last logged interval, "lr"}.
+        `eval_fn(model, step) -> metrics` runs every eval.every_steps (not at the end: call
+        `evaluate` for that). Returns {"step", "preempted", "early_stopped", loss terms of the
+        last logged interval, "lr"} (and "metrics" of the evaluation that stopped the run early).
         """
         # Only the chief writes into the workdir, so only the chief locks it.
         lock = workdir_lock(self.workdir) if self.is_chief else contextlib.nullcontext()
@@ -397,9 +463,27 @@ class Trainer:
                     run.preempted = True
                     break
                 if run.eval_now(step) and step < self.config.train.total_steps:
-                    eval_fn(self.model, step)
+                    if self._evaluate_during_run(run, eval_fn, step):
+                        break
         run.writer.close()
-        return {"step": int(self.step.numpy()), "preempted": run.preempted, **run.last_scalars}
+        return {
+            "step": int(self.step.numpy()),
+            "preempted": run.preempted,
+            "early_stopped": run.early_stopped,
+            **run.last_scalars,
+            **({"metrics": run.stop_metrics} if run.early_stopped else {}),
+        }
+
+    def _evaluate_during_run(self, run: _Run, eval_fn, step: int) -> bool:
+        """An evaluation between steps; True when early stopping ends the run (saved here)."""
+        metrics, stop = self.evaluate(eval_fn, step)
+        if run.any_worker is not None:
+            stop = bool(run.any_worker(tf.constant(stop)))
+        if stop:
+            if run.saved_step != step:
+                self._save(run, step)
+            run.early_stopped, run.stop_metrics = True, metrics
+        return stop
 
     def _start_run(self, eval_fn) -> _Run | None:
         """Restores (or initialises) the run; None when it has already reached total_steps."""
@@ -541,6 +625,8 @@ class _Run:
     last_scalars: dict = dataclasses.field(default_factory=dict)
     skipped: int = 0
     preempted: bool = False
+    early_stopped: bool = False
+    stop_metrics: dict | None = None
 
     def eval_now(self, step: int) -> bool:
         return bool(self.eval_every and step % self.eval_every == 0)
