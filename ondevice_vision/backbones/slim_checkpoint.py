@@ -51,6 +51,7 @@ class ImportReport:
     path: str
     assigned: list[str] = dataclasses.field(default_factory=list)
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)  # name -> reason
+    averaged: list[str] = dataclasses.field(default_factory=list)  # moving averages used
 
     def summary(self) -> str:
         reasons = {}
@@ -129,13 +130,20 @@ def _listing(names, limit=8) -> str:
     return ", ".join(names[:limit]) + more
 
 
+MOVING_AVERAGE_SUFFIX = "/ExponentialMovingAverage"
+
+
 def assign_from_checkpoint(
-    variables: dict[str, keras.Variable], path: str, unused_ok=None
+    variables: dict[str, keras.Variable], path: str, unused_ok=None, moving_averages=False
 ) -> ImportReport:
     """Assigns every variable of `variables` from the TF1 checkpoint at `path`.
 
     `unused_ok(name)` may return a reason for leaving a checkpoint variable unused (a classifier the
     model does not have); any other unused variable, missing one or shape difference raises.
+    `moving_averages`: where the checkpoint holds `NAME/ExponentialMovingAverage` (the averages
+    tf.train.ExponentialMovingAverage kept while the OD API or slim trained it), that value is
+    assigned instead of NAME's (the OD API's `use_moving_averages` export); the report's
+    `averaged` lists them.
     """
     try:
         reader = tf.train.load_checkpoint(path)
@@ -170,8 +178,17 @@ def assign_from_checkpoint(
             f"{path} does not match the model (another architecture, width or number of "
             f"classes?). Variables " + "; ".join(problems)
         )
+    if moving_averages and not any(n.endswith(MOVING_AVERAGE_SUFFIX) for n in shapes):
+        raise CheckpointMismatchError(
+            f"{path} holds no ExponentialMovingAverage variables: import it without "
+            "--use_moving_averages"
+        )
     for name, var in variables.items():
-        var.assign(np.asarray(reader.get_tensor(name), dtype=var.dtype))
+        source = name
+        if moving_averages and name + MOVING_AVERAGE_SUFFIX in shapes:
+            source = name + MOVING_AVERAGE_SUFFIX
+            report.averaged.append(name)
+        var.assign(np.asarray(reader.get_tensor(source), dtype=var.dtype))
         report.assigned.append(name)
     return report
 
@@ -181,7 +198,7 @@ def is_tf1_checkpoint(path: str) -> bool:
     return bool(path) and tf.io.gfile.exists(path + ".index")
 
 
-def load_slim_checkpoint(backbone, path: str) -> ImportReport:
+def load_slim_checkpoint(backbone, path: str, moving_averages: bool = False) -> ImportReport:
     """A slim ImageNet checkpoint into a Backbone (its classifier only if the backbone has one).
 
     Slim's classifiers have 1001 outputs (class 0 is "background"): a backbone with
@@ -201,4 +218,4 @@ def load_slim_checkpoint(backbone, path: str) -> ImportReport:
                 return "layer not in the model (classifier or head)"
         return None
 
-    return assign_from_checkpoint(variables, path, beyond_the_model)
+    return assign_from_checkpoint(variables, path, beyond_the_model, moving_averages)

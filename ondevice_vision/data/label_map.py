@@ -50,6 +50,16 @@ class LabelMap:
         """(dataset id, name) per class index."""
         return tuple(zip(self.dataset_ids, self.names, strict=True))
 
+    @property
+    def unique_names(self) -> tuple[str, ...]:
+        """The names, with " (id N)" after each one that several classes share (labelling tools
+        export a placeholder category beside a real one of the same name)."""
+        repeated = {n for n in self.names if self.names.count(n) > 1}
+        return tuple(
+            f"{n} (id {i})" if n in repeated else n
+            for n, i in zip(self.names, self.dataset_ids, strict=True)
+        )
+
     def index_of_dataset_id(self) -> dict[int, int]:
         return {d: i for i, d in enumerate(self.dataset_ids)}
 

@@ -211,7 +211,9 @@ class CocoEvaluator:
         iou50 = int(np.argmin(np.abs(params.iouThrs - 0.5)))
         images, instances = self._ground_truth_counts(coco_eval)
         result = {}
-        for name, category_id in zip(self.label_map.names, self.label_map.dataset_ids, strict=True):
+        for name, category_id in zip(
+            self.label_map.unique_names, self.label_map.dataset_ids, strict=True
+        ):
             k = list(params.catIds).index(int(category_id))
             row = {"images": images.get(category_id, 0), "instances": instances.get(category_id, 0)}
             p = precision[:, :, k, area, max100]
@@ -234,7 +236,9 @@ class CocoEvaluator:
         t = int(np.argmin(np.abs(params.iouThrs - iou)))
         area, max100 = params.areaRngLbl.index("all"), list(params.maxDets).index(100)
         curves = {}
-        for name, category_id in zip(self.label_map.names, self.label_map.dataset_ids, strict=True):
+        for name, category_id in zip(
+            self.label_map.unique_names, self.label_map.dataset_ids, strict=True
+        ):
             k = list(params.catIds).index(int(category_id))
             p = coco_eval.eval["precision"][t, :, k, area, max100]
             if (p > -1).any():

@@ -72,7 +72,7 @@ class DetectionEvaluator(Evaluator):
             "Per class (COCO AP over IoU 0.5:0.95, AR with 100 detections):\n%s", _table(per_class)
         )
         metrics["per_class"] = per_class
-        metrics["confusion_matrix"] = self.confusion.to_json_dict(self.label_map.names)
+        metrics["confusion_matrix"] = self.confusion.to_json_dict(self.label_map.unique_names)
         return metrics
 
     def scalars(self, metrics: dict) -> dict:
@@ -92,7 +92,7 @@ class DetectionEvaluator(Evaluator):
             ),
             "confusion_matrix": charts.confusion_matrix_picture(
                 self.confusion.matrix,
-                [*self.label_map.names, "background"],
+                [*self.label_map.unique_names, "background"],
                 f"Detections at IoU 0.5, score >= {threshold:g} (last column: missed; "
                 "last row: false alarms)",
             ),

@@ -81,12 +81,14 @@ class SegmentationEvaluator(Evaluator):
         metrics = {
             "mIoU": metrics["mIoU"],
             "pixel_accuracy": metrics["pixel_accuracy"],
-            "per_class_iou": dict(zip(self.label_map.names, metrics["per_class_iou"], strict=True)),
+            "per_class_iou": dict(
+                zip(self.label_map.unique_names, metrics["per_class_iou"], strict=True)
+            ),
             "confusion_matrix": {
                 "rows": "ground truth",
                 "columns": "prediction",
                 "unit": "pixels",
-                "labels": list(self.label_map.names),
+                "labels": list(self.label_map.unique_names),
                 "counts": metrics["confusion_matrix"],
             },
         }
@@ -106,7 +108,7 @@ class SegmentationEvaluator(Evaluator):
         figures = {
             "confusion_matrix": charts.confusion_matrix_picture(
                 self.matrix.matrix,
-                list(self.label_map.names),
+                list(self.label_map.unique_names),
                 "Pixels by true class (rows, normalised) and predicted class",
                 normalise_rows=True,
             )

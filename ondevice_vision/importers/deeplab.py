@@ -53,11 +53,14 @@ def is_deeplab_checkpoint(path: str) -> bool:
     return all(marker in names for marker in _MARKERS)
 
 
-def load_deeplab_checkpoint(segmenter, path: str) -> ImportReport:
-    """Assigns every variable of `segmenter` from DeepLab's LR-ASPP checkpoint at `path`."""
+def load_deeplab_checkpoint(segmenter, path: str, moving_averages: bool = False) -> ImportReport:
+    """Assigns every variable of `segmenter` from DeepLab's LR-ASPP checkpoint at `path` (its
+    ExponentialMovingAverage values where it has them, with `moving_averages`)."""
     if getattr(segmenter, "lraspp_variant", None) != "deeplab":
         raise ValueError(
             f"{path} is a DeepLab LR-ASPP checkpoint: it needs a config with "
             "model.lraspp_variant='deeplab' (e.g. lraspp_mobilenet_v3_large_cityscapes_deeplab.py)"
         )
-    return slim_checkpoint.assign_from_checkpoint(segmenter_variable_names(segmenter), path)
+    return slim_checkpoint.assign_from_checkpoint(
+        segmenter_variable_names(segmenter), path, moving_averages=moving_averages
+    )

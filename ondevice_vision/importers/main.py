@@ -1,6 +1,7 @@
 """`ondevice-import`: a TF1 checkpoint of Google's into an ordinary checkpoint of ours.
 
-    ondevice-import --config=CONFIG --checkpoint=PATH/model.ckpt --workdir=OUT
+    ondevice-import --config=CONFIG --checkpoint=PATH/model.ckpt --workdir=OUT \
+        [--use_moving_averages]
 
 An Object Detection API checkpoint (the model zoo's SSDLite files) fills the whole detector of a
 detection config; a DeepLab LR-ASPP checkpoint (`deeplab_mnv3_*_cityscapes_trainfine`) the whole
@@ -26,10 +27,18 @@ def define_flags():
     config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:arg]).")
     flags.DEFINE_string("checkpoint", None, "TF1 checkpoint prefix, e.g. DIR/model.ckpt.")
     flags.DEFINE_string("workdir", None, "Output directory (checkpoints/ and config.json).")
+    flags.DEFINE_bool(
+        "use_moving_averages",
+        False,
+        "Take each variable's ExponentialMovingAverage value where the checkpoint has one (the "
+        "OD API's use_moving_averages; slim's --moving_average_decay).",
+    )
     flags.mark_flags_as_required(["config", "checkpoint", "workdir"])
 
 
-def import_checkpoint(config, checkpoint: str, workdir: str) -> dict:
+def import_checkpoint(
+    config, checkpoint: str, workdir: str, use_moving_averages: bool = False
+) -> dict:
     """Library entry point of the CLI; returns the JSON-able report."""
     import tensorflow as tf
 
@@ -68,9 +77,11 @@ def import_checkpoint(config, checkpoint: str, workdir: str) -> dict:
             raise ValueError(
                 f"{checkpoint} is {what}; it needs a {task} config, not a {config.task} one"
             )
-        report = load(model, checkpoint)
+        report = load(model, checkpoint, moving_averages=use_moving_averages)
     else:
-        report = slim_checkpoint.load_slim_checkpoint(model.backbone, checkpoint)
+        report = slim_checkpoint.load_slim_checkpoint(
+            model.backbone, checkpoint, use_moving_averages
+        )
         kind = "slim"
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
     manager = checkpoints.make_manager(tf.train.Checkpoint(model=model, step=step), workdir, 1)
@@ -87,6 +98,7 @@ def import_checkpoint(config, checkpoint: str, workdir: str) -> dict:
         "checkpoint": path,
         "assigned": len(report.assigned),
         "labels": None if label_map is None else recorded_labels.labels_path(workdir),
+        "moving_averages": len(report.averaged),
         "skipped": skipped,
     }
 
@@ -96,7 +108,10 @@ def main(argv):
     from ondevice_vision.configs.checks import check_config
 
     check_config(FLAGS.config)
-    print(json.dumps(import_checkpoint(FLAGS.config, FLAGS.checkpoint, FLAGS.workdir)))
+    result = import_checkpoint(
+        FLAGS.config, FLAGS.checkpoint, FLAGS.workdir, FLAGS.use_moving_averages
+    )
+    print(json.dumps(result))
 
 
 def run():

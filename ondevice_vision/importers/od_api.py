@@ -65,6 +65,9 @@ def is_od_api_checkpoint(path: str) -> bool:
     return any(name.startswith("FeatureExtractor/") for name, _ in tf.train.list_variables(path))
 
 
-def load_od_api_checkpoint(detector, path: str) -> ImportReport:
-    """Assigns every variable of `detector` from the Object Detection API checkpoint at `path`."""
-    return slim_checkpoint.assign_from_checkpoint(detector_variable_names(detector), path)
+def load_od_api_checkpoint(detector, path: str, moving_averages: bool = False) -> ImportReport:
+    """Assigns every variable of `detector` from the Object Detection API checkpoint at `path`
+    (its ExponentialMovingAverage values where it has them, with `moving_averages`)."""
+    return slim_checkpoint.assign_from_checkpoint(
+        detector_variable_names(detector), path, moving_averages=moving_averages
+    )

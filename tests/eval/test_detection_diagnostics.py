@@ -162,3 +162,16 @@ def test_worst_images_keeps_the_worst_and_draws_only_those():
     assert drawn == [0, 1, 2, 4]  # image 3 was never among the worst two seen so far
     sheet = worst.picture(cols=1)
     assert sheet.dtype == np.uint8 and sheet.shape[1] == 6
+
+
+def test_a_placeholder_category_sharing_a_name_is_listed_apart_without_ground_truth():
+    label_map = LabelMap(names=("facade", "window", "facade"), dataset_ids=(0, 1, 3))
+    evaluator = CocoEvaluator(label_map)
+    boxes = [[0.1, 0.1, 0.5, 0.5], [0.6, 0.6, 0.9, 0.9]]
+    evaluator.add_ground_truth(0, 100, 100, boxes, [1, 2])
+    evaluator.add_detections(0, 100, 100, boxes, [0.9, 0.8], [1, 2])
+    evaluator.evaluate()
+    per_class = evaluator.per_class()
+    assert list(per_class) == ["facade (id 0)", "window", "facade (id 3)"]
+    assert per_class["facade (id 0)"]["no_ground_truth"]
+    assert per_class["facade (id 3)"]["AP"] == pytest.approx(1.0)
