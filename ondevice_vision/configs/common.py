@@ -135,4 +135,6 @@ def shrink_for_smoke(config: ml_collections.ConfigDict) -> ml_collections.Config
     config.eval.batch_size = 2
     config.eval.max_images = 4
     config.eval.num_visualizations = 2
+    # A second pass over the eval split (tests/eval/test_validation_loss.py covers it).
+    config.eval.validation_loss = False
     return config

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from ondevice_vision.configs import ssdlite_mobilenet_v3_small_shapes
@@ -15,10 +16,14 @@ def test_results_of_a_remote_workdir_land_on_that_filesystem(tmp_path, monkeypat
     appear in a local folder named after the scheme (the old os.makedirs(abspath) bug)."""
     monkeypatch.chdir(tmp_path)
     config = ssdlite_mobilenet_v3_small_shapes.get_config("smoke")
+    config.eval.validation_loss = True
     model = detection_task.build_model(config)
     workdir = "ram://ondevice_eval_test/run"
     metrics = evaluate.evaluate(config, model, workdir, step=3)
     assert np.isfinite(metrics["AP50"]) or metrics["AP50"] == -1
+    # The loss on the eval split, its terms summing to it.
+    assert metrics["val_loss"] > 0
+    assert metrics["val_loss"] == pytest.approx(metrics["val_cls_loss"] + metrics["val_box_loss"])
     for name in (
         "metrics.json",
         "eval/metrics_3.json",

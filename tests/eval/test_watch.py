@@ -20,7 +20,6 @@ def test_watcher_scores_each_checkpoint_once_and_never_a_half_written_one(tmp_pa
     config.eval.max_images = 2
     config.eval.num_visualizations = 0
     config.eval.num_worst_images = 0
-    config.eval.validation_loss = False
     workdir = str(tmp_path)
     model = detection_task.build_model(config)
     step = tf.Variable(0, dtype=tf.int64)
