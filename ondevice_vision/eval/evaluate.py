@@ -102,10 +102,14 @@ def _write_results(workdir: str, step: int | None, metrics: dict, evaluator) -> 
 
 
 def evaluate_checkpoint(
-    config, workdir: str, checkpoint: str | None = None, allow_other_label_map: bool = False
+    config,
+    workdir: str,
+    checkpoint: str | None = None,
+    allow_other_label_map: bool = False,
+    moving_averages: bool = True,
 ) -> dict:
     """Metrics of the latest (or the given) checkpoint; results written to `workdir`."""
-    model, path = tasks.load_trained_model(config, workdir, checkpoint)
+    model, path = tasks.load_trained_model(config, workdir, checkpoint, moving_averages)
     step = checkpoints.step_of(path)
     metrics = evaluate(config, model, workdir, step, allow_other_label_map=allow_other_label_map)
     return {"checkpoint": path, "step": step, **metrics}

@@ -42,6 +42,12 @@ def define_flags():
         "Score each new checkpoint of the run in --workdir as it appears (once each), keeping the "
         "best; ends at train.total_steps or after --watch_timeout idle seconds.",
     )
+    flags.DEFINE_bool(
+        "use_moving_averages",
+        True,
+        "Checkpoints with weight averages (train.ema_decay): score the averages (default) or, "
+        "with --nouse_moving_averages, the trained weights themselves.",
+    )
     flags.DEFINE_float(
         "watch_timeout", 600.0, "--watch: seconds without a new checkpoint before it ends."
     )
@@ -112,7 +118,11 @@ def main(argv):
         if not FLAGS.workdir:
             raise app.UsageError("--workdir is required to evaluate a checkpoint")
         result = evaluate.evaluate_checkpoint(
-            FLAGS.config, FLAGS.workdir, FLAGS.checkpoint, FLAGS.allow_other_label_map
+            FLAGS.config,
+            FLAGS.workdir,
+            FLAGS.checkpoint,
+            FLAGS.allow_other_label_map,
+            FLAGS.use_moving_averages,
         )
     print(json.dumps(result, default=str))
 

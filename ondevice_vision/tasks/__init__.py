@@ -31,17 +31,21 @@ def get_task(config):
     return importlib.import_module(_TASKS[name])
 
 
-def load_trained_model(config, workdir: str | None, checkpoint: str | None = None):
+def load_trained_model(
+    config, workdir: str | None, checkpoint: str | None = None, moving_averages: bool = True
+):
     """The config's model with a checkpoint's weights -> (model, checkpoint path).
 
-    `checkpoint` (a prefix or a directory) wins over the latest checkpoint of `workdir`.
+    `checkpoint` (a prefix, a directory or "best") wins over the latest checkpoint of `workdir`;
+    the weights' moving averages replace them where the checkpoint has them (train.ema_decay),
+    unless `moving_averages` is False.
     """
     if not workdir and not checkpoint:
         raise ValueError("pass --workdir (latest checkpoint) or --checkpoint")
     path = checkpoints.latest_or_given(workdir, checkpoint)
     task = get_task(config)
     model = task.build_model(config)
-    checkpoints.restore_weights(model, path)
+    checkpoints.restore_weights(model, path, moving_averages)
     # A task may evaluate the trained weights in another network (segmentation: another output
     # stride by dilation, eval.output_stride).
     if hasattr(task, "model_for_eval"):
