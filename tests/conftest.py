@@ -31,12 +31,14 @@ SLOW_FIRST = (
     "tests/test_cli.py",  # 190 s
     "tests/train/test_distributed.py",  # 180 s
     "tests/train/test_data_service.py",  # 135 s
+    "tests/train/test_training_control.py",  # one QAT + EMA run, ~200 s at load 25, alone
     "tests/export/test_saved_model.py",  # 125 s
     "tests/test_benchmarks.py",  # 120 s
     "tests/export/test_tflite_detection.py",  # 90 s
     "tests/export/test_tflite_segmentation.py",  # 70 s
     "tests/export/test_calibration.py",  # three int8 conversions
     "tests/test_predict.py",
+    "tests/eval/test_watch.py",  # ~80 s at load 25, alone
     "tests/train/test_mixed_precision.py",
     "tests/reference/",
     "tests/eval/test_evaluate_exported.py",
