@@ -26,7 +26,6 @@ image ids, duplicate image ids, missing files and non-finite boxes are errors na
 
 from __future__ import annotations
 
-import collections
 import os
 
 import numpy as np
@@ -48,11 +47,7 @@ def label_map_for(directories, unlabeled: str = "background") -> LabelMap:
     categories = coco_folder.label_map_for(directories)
     # Class names key the per-class results: a name two categories share (Roboflow exports a
     # placeholder category named like a real one) gets its id appended, e.g. "facade (id 0)".
-    counts = collections.Counter(categories.names)
-    names = tuple(
-        f"{name} (id {cid})" if counts[name] > 1 else name
-        for name, cid in zip(categories.names, categories.dataset_ids, strict=True)
-    )
+    names = categories.unique_names
     if unlabeled == "ignore":
         return LabelMap(names, categories.dataset_ids)
     return LabelMap(("background", *names), (BACKGROUND_ID, *categories.dataset_ids))
