@@ -52,3 +52,15 @@ def test_the_paper_variant_is_the_default():
     assert layers["lraspp_attention_pool"].strides == (16, 20)
     with pytest.raises(ValueError, match="lraspp_variant must be one of"):
         Segmenter("mobilenet_v3_small", 4, lraspp_variant="torchvision")
+
+
+def test_coco_polygons_recipe_words():
+    from ondevice_vision.configs import checks, lraspp_coco_polygons
+
+    config = lraspp_coco_polygons.get_config("small,deeplab,inverse_frequency")
+    assert config.data.source == "coco_folder" and config.model.lraspp_variant == "deeplab"
+    assert config.model.output_stride == 32 and config.loss.class_weights == "inverse_frequency"
+    assert lraspp_coco_polygons.get_config().model.lraspp_variant == "paper"
+    checks.check_config(config)
+    with pytest.raises(ValueError, match="unknown config argument"):
+        lraspp_coco_polygons.get_config("deeplap")
