@@ -73,6 +73,23 @@ def _shared_dir(tmp_path_factory, name):
 
 
 @pytest.fixture(scope="session")
+def lively_detector():
+    """`lively_model` of `detection_config()` (tests/helpers/export_fixtures.py), built once per
+    test process for every export test. Users must leave the model's weights as they are."""
+    from tests.helpers.export_fixtures import detection_config, lively_model
+
+    return lively_model(detection_config())
+
+
+@pytest.fixture(scope="session")
+def lively_segmenter():
+    """`lively_model` of `segmentation_config()`, as `lively_detector`."""
+    from tests.helpers.export_fixtures import lively_model, segmentation_config
+
+    return lively_model(segmentation_config())
+
+
+@pytest.fixture(scope="session")
 def overfit_detector(tmp_path_factory):
     """SSDLite V3-Small trained on the two images of `overfit_detection_config`, once per test
     run (tests/helpers/export_fixtures.py: the first worker trains, the others load its weights):

@@ -26,7 +26,6 @@ from tests.helpers.export_fixtures import (
     detection_config,
     eval_images,
     label_map,
-    lively_model,
     png_bytes,
     segmentation_config,
 )
@@ -71,11 +70,10 @@ def folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def detection_export(tmp_path_factory):
+def detection_export(tmp_path_factory, lively_detector):
     """A checkpoint of a lively detector, exported by the ondevice-export CLI."""
     root = tmp_path_factory.mktemp("cli_export")
-    model = lively_model(detection_config())
-    prefix = tf.train.Checkpoint(model=model).write(str(root / "checkpoints" / "ckpt-7"))
+    prefix = tf.train.Checkpoint(model=lively_detector).write(str(root / "checkpoints" / "ckpt-7"))
     out = str(root / "export")
     summary, _ = _cli(
         "ondevice_vision.export.main",
@@ -178,13 +176,13 @@ def test_read_image_applies_the_exif_orientation(folder):
     assert np.abs(decoded - reference).mean() < 1.5  # JPEG decoders differ slightly
 
 
-def test_segmentation_predictions_write_masks_and_blends(folder, tmp_path):
+def test_segmentation_predictions_write_masks_and_blends(folder, tmp_path, lively_segmenter):
     config = segmentation_config()
     labels = label_map(config)
     palette = drawing.default_palette(labels.num_classes)[::-1].copy()  # not the default
     path = tflite.export_tflite(
         config,
-        lively_model(config),
+        lively_segmenter,
         labels,
         str(tmp_path / "lite"),
         tuple(config.model.input_size),

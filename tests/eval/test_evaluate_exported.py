@@ -17,28 +17,27 @@ from ondevice_vision.export.saved_model import export_saved_model
 from tests.helpers.export_fixtures import (
     detection_config,
     label_map,
-    lively_model,
     segmentation_config,
 )
 
 
 @pytest.fixture(scope="module")
-def detection(tmp_path_factory):
+def detection(tmp_path_factory, lively_detector):
     root = tmp_path_factory.mktemp("eval_detection")
     config = detection_config()
     config.data.num_eval = config.eval.max_images = 8
     config.eval.num_visualizations = 0
-    model = lively_model(config)
+    model = lively_detector
     path = export_saved_model(config, model, label_map(config), str(root / "sm"))
     return config, model, path
 
 
 @pytest.fixture(scope="module")
-def segmentation(tmp_path_factory):
+def segmentation(tmp_path_factory, lively_segmenter):
     root = tmp_path_factory.mktemp("eval_segmentation")
     config = segmentation_config()
     config.eval.num_visualizations = 0
-    model = lively_model(config)
+    model = lively_segmenter
     path = tflite.export_tflite(
         config, model, label_map(config), str(root / "lite"), tuple(config.model.input_size)
     )

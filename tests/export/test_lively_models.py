@@ -1,4 +1,5 @@
-"""The export tests' `lively_model` (tests/helpers/export_fixtures.py) is fit for its purpose: its
+"""The export tests' lively models (`lively_model` in tests/helpers/export_fixtures.py, shared as
+tests/conftest.py's `lively_detector` / `lively_segmenter`) are fit for their purpose: their
 outputs depend strongly on the input, where a freshly built model's barely do."""
 
 import numpy as np
@@ -8,16 +9,15 @@ from ondevice_vision import tasks
 from tests.helpers.export_fixtures import (
     detection_config,
     eval_images,
-    lively_model,
     segmentation_config,
 )
 
 
-def test_lively_detector_depends_on_its_input():
+def test_lively_detector_depends_on_its_input(lively_detector):
     config = detection_config()
     images = eval_images(config)
     plain = tasks.get_task(config).build_model(config)(images.astype("float32"))
-    lively = lively_model(config)(images.astype("float32"))
+    lively = lively_detector(images.astype("float32"))
     for outputs, expect_lively in ((plain, False), (lively, True)):
         logits = outputs["class_outputs"].numpy()
         across_images = logits.std(axis=0).mean()
@@ -28,9 +28,9 @@ def test_lively_detector_depends_on_its_input():
     assert np.abs(scores[0] - scores[1]).max() > 0.3
 
 
-def test_lively_segmenter_predicts_several_classes():
+def test_lively_segmenter_predicts_several_classes(lively_segmenter):
     config = segmentation_config()
     images = eval_images(config)
-    logits = lively_model(config)(images.astype("float32")).numpy()
+    logits = lively_segmenter(images.astype("float32")).numpy()
     assert logits.std(axis=0).mean() > 0.5
     assert len(np.unique(logits.argmax(-1))) >= 2

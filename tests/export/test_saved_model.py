@@ -28,7 +28,6 @@ from tests.helpers.export_fixtures import (
     detection_config,
     eval_images,
     label_map,
-    lively_model,
     png_bytes,
     segmentation_config,
     tf_example,
@@ -80,12 +79,14 @@ def _stored_sideways(upright):
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory):
+def exports(tmp_path_factory, lively_detector, lively_segmenter):
     """Detection and segmentation exports, their inputs, and the outputs of a fresh process."""
     root = tmp_path_factory.mktemp("saved_models")
     cases = {}
-    for config in (detection_config(), segmentation_config()):
-        model = lively_model(config)
+    for config, model in (
+        (detection_config(), lively_detector),
+        (segmentation_config(), lively_segmenter),
+    ):
         labels = label_map(config)
         export_dir = str(root / config.task)
         export_saved_model(config, model, labels, export_dir, with_probabilities=True)

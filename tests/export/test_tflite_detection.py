@@ -23,16 +23,15 @@ from tests.helpers.export_fixtures import (
     detection_config,
     eval_images,
     label_map,
-    lively_model,
 )
 
 
 @pytest.fixture(scope="module")
-def case(tmp_path_factory):
+def case(tmp_path_factory, lively_detector):
     root = tmp_path_factory.mktemp("tflite_detection")
     config = detection_config()
     config.data.num_eval = config.eval.max_images = 8
-    model = lively_model(config)
+    model = lively_detector
     labels = label_map(config)
     size = tuple(config.model.input_size)
     paths = {

@@ -13,17 +13,16 @@ from ondevice_vision.export.task_exports import task_export
 from tests.helpers.export_fixtures import (
     eval_images,
     label_map,
-    lively_model,
     operators,
     segmentation_config,
 )
 
 
 @pytest.fixture(scope="module")
-def case(tmp_path_factory):
+def case(tmp_path_factory, lively_segmenter):
     root = tmp_path_factory.mktemp("tflite_segmentation")
     config = segmentation_config()
-    model = lively_model(config)
+    model = lively_segmenter
     labels = label_map(config)
     size = tuple(config.model.input_size)
     models = {
