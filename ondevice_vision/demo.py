@@ -65,18 +65,12 @@ def main(argv):
         from ondevice_vision.info import format_table, models_table
 
         print(format_table(models_table()), flush=True)
-    if FLAGS.only in ("all", "detection"):
-        logging.info("Training %s ...", DETECTION_CONFIG)
-        summary["detection"] = _train_and_evaluate(
-            DETECTION_CONFIG, os.path.join(FLAGS.workdir, "detection")
-        )
-        print(json.dumps(summary["detection"]), flush=True)
-    if FLAGS.only in ("all", "segmentation"):
-        logging.info("Training %s ...", SEGMENTATION_CONFIG)
-        summary["segmentation"] = _train_and_evaluate(
-            SEGMENTATION_CONFIG, os.path.join(FLAGS.workdir, "segmentation")
-        )
-        print(json.dumps(summary["segmentation"]), flush=True)
+    for part, config in (("detection", DETECTION_CONFIG), ("segmentation", SEGMENTATION_CONFIG)):
+        if FLAGS.only not in ("all", part):
+            continue
+        logging.info("Training %s ...", config)
+        summary[part] = _train_and_evaluate(config, os.path.join(FLAGS.workdir, part))
+        print(json.dumps(summary[part]), flush=True)
     if summary:
         print(json.dumps(summary))
 

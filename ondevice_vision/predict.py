@@ -35,7 +35,7 @@ import os
 import numpy as np
 from absl import flags, logging
 
-from ondevice_vision import cli, drawing, files
+from ondevice_vision import cli, drawing, files, tasks
 from ondevice_vision.data.image_decode import check_image_file
 
 FLAGS = flags.FLAGS
@@ -56,26 +56,12 @@ def define_flags():
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 RESULTS_FILE = "predictions.json"
-# The three lines of MediaPipe Tasks (mediapipe >= 1.2) that run a TFLite export of each task;
-# tests/export/test_tflite_int8_*.py run them as written.
-MEDIAPIPE_USAGE = {
-    "detection": (
-        "import mediapipe as mp\n"
-        'detector = mp.tasks.vision.ObjectDetector.create_from_model_path("{model}")\n'
-        'detections = detector.detect(mp.Image.create_from_file("{image}")).detections\n'
-    ),
-    "segmentation": (
-        "import mediapipe as mp\n"
-        "segmenter = mp.tasks.vision.ImageSegmenter.create_from_options("
-        "mp.tasks.vision.ImageSegmenterOptions(base_options=mp.tasks.BaseOptions("
-        'model_asset_path="{model}"), output_category_mask=True))\n'
-        'mask = segmenter.segment(mp.Image.create_from_file("{image}")).category_mask\n'
-    ),
-}
 
 
 def mediapipe_usage(task: str, model_path: str, image_path: str = "photo.jpg") -> str:
-    return MEDIAPIPE_USAGE[task].format(model=model_path, image=image_path)
+    """The lines of MediaPipe Tasks (mediapipe >= 1.2) that run a TFLite export of `task`;
+    tests/export/test_tflite_int8_*.py run them as written."""
+    return tasks.get_task(task).mediapipe_lines(model_path, image_path)
 
 
 def list_inputs(path: str) -> list[str]:
@@ -134,57 +120,6 @@ def output_name(path: str) -> str:
     return os.path.basename(path)
 
 
-def detection_record(exported, outputs: dict, image: np.ndarray, score_threshold: float):
-    index_of = exported.label_map.index_of_dataset_id()
-    height, width = image.shape[:2]
-    n = int(outputs["num_detections"][0])
-    boxes = outputs["detection_boxes"][0][:n]
-    ids = outputs["detection_classes"][0][:n]
-    scores = outputs["detection_scores"][0][:n]
-    keep = scores >= score_threshold
-    indices = np.asarray([index_of[int(i)] for i in ids], np.int64)
-    detections = [
-        {
-            "class_id": int(ids[i]),
-            "class_name": exported.label_map.names[indices[i]],
-            "score": round(float(scores[i]), 5),
-            "box": [round(float(v), 5) for v in boxes[i]],
-            "box_pixels": [
-                round(float(boxes[i][0] * height), 1),
-                round(float(boxes[i][1] * width), 1),
-                round(float(boxes[i][2] * height), 1),
-                round(float(boxes[i][3] * width), 1),
-            ],
-        }
-        for i in np.flatnonzero(keep)
-    ]
-    picture = drawing.draw_detections(
-        image,
-        boxes[keep],
-        indices[keep],
-        scores[keep],
-        class_names=exported.label_map.names,
-        score_threshold=score_threshold,
-    )
-    return {"detections": detections}, picture
-
-
-def segmentation_record(exported, outputs: dict, image: np.ndarray, alpha: float, mask_path: str):
-    semantic = outputs["semantic_map"][0].astype(np.int64)
-    names = exported.label_map.names
-    palette = (
-        np.asarray(exported.info.palette, np.uint8)
-        if exported.info.palette is not None
-        else drawing.default_palette(len(names))
-    )
-    counts = np.bincount(semantic.ravel(), minlength=len(names))
-    fractions = {names[k]: round(float(c) / semantic.size, 5) for k, c in enumerate(counts) if c}
-    if len(names) <= 256:
-        drawing.save_png(semantic.astype(np.uint8), mask_path)
-    picture = drawing.blend_mask(image, semantic, palette, alpha=alpha)
-    return {"class_fractions": fractions, "mask": os.path.basename(mask_path)}, picture
-
-
 def predict_files(
     exported,
     paths: list[str],
@@ -194,6 +129,7 @@ def predict_files(
 ) -> dict:
     """Runs `exported` on every file; returns (and writes) the predictions.json payload."""
     os.makedirs(output_dir, exist_ok=True)
+    task = tasks.get_task(exported.task)
     results, skipped = [], []
     for path in paths:
         try:
@@ -204,11 +140,9 @@ def predict_files(
             continue
         outputs = exported.predict(image[np.newaxis])
         name = output_name(path)
-        if exported.task == "detection":
-            record, picture = detection_record(exported, outputs, image, score_threshold)
-        else:
-            mask_path = os.path.join(output_dir, f"{name}.mask.png")
-            record, picture = segmentation_record(exported, outputs, image, alpha, mask_path)
+        record, picture = task.write_prediction(
+            exported, outputs, image, output_dir, name, score_threshold=score_threshold, alpha=alpha
+        )
         picture_path = drawing.save_png(picture, os.path.join(output_dir, f"{name}.png"))
         results.append(
             {

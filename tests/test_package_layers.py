@@ -99,6 +99,104 @@ def test_the_checker_sees_deferred_imports(tmp_path, monkeypatch):
     assert any("data imports ondevice_vision.train" in p for p in _violations())
 
 
+def _task_names() -> set[str]:
+    """The registry's task names, read from tasks/__init__.py without importing it."""
+    tree = ast.parse((PACKAGE / "tasks" / "__init__.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "_TASKS" for t in node.targets
+        ):
+            return {key.value for key in node.value.keys}
+    raise AssertionError("tasks/__init__.py has no _TASKS registry")
+
+
+def _task_own_files() -> set[pathlib.Path]:
+    """tasks/ and the evaluator / export modules its Task objects name ("module:Class")."""
+    own = set((PACKAGE / "tasks").rglob("*.py"))
+    for path in own.copy():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.keyword) and node.arg in ("evaluator", "export"):
+                module = node.value.value.split(":")[0]
+                own.add(PACKAGE.parent / (module.replace(".", "/") + ".py"))
+    return own
+
+
+def _mentions(node: ast.AST, names: set[str]) -> bool:
+    return (
+        isinstance(node, ast.Constant)
+        and node.value in names
+        or (
+            isinstance(node, (ast.Tuple, ast.List, ast.Set))
+            and any(_mentions(e, names) for e in node.elts)
+        )
+    )
+
+
+def _task_name_comparisons(package: pathlib.Path, names: set[str], own: set[pathlib.Path]):
+    """`x == "detection"`, `task in ("detection", ...)`, `case "detection":` outside the task's
+    own files. A backbone's reduced_tail (also "detection" / "segmentation") is not a task."""
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        if path in own:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                operands = [node.left, *node.comparators]
+                if any(_mentions(o, names) for o in operands) and "reduced_tail" not in {
+                    ast.unparse(o).rsplit(".", 1)[-1] for o in operands
+                }:
+                    found.append(f"{path}:{node.lineno}: {ast.unparse(node)}")
+            elif isinstance(node, ast.MatchValue) and _mentions(node.value, names):
+                found.append(f"{path}:{node.lineno}: case {ast.unparse(node.value)}")
+    return found
+
+
+def test_no_module_outside_the_tasks_compares_a_task_name():
+    """What differs between tasks is asked of the Task (tasks/task.py), never branched on."""
+    own = _task_own_files()
+    assert (
+        PACKAGE / "eval" / "detection.py" in own and PACKAGE / "export" / "segmentation.py" in own
+    )
+    assert _task_name_comparisons(PACKAGE, _task_names(), own) == []
+
+
+def test_the_task_name_check_catches_a_planted_comparison(tmp_path):
+    fake = tmp_path / "ondevice_vision"
+    (fake / "eval").mkdir(parents=True)
+    (fake / "eval" / "bad.py").write_text(
+        "def f(config, exported, kind):\n"
+        "    if config.task == 'detection':\n"
+        "        return 1\n"
+        "    match exported.task:\n"
+        "        case 'segmentation':\n"
+        "            return 2\n"
+        "    return kind in ('detection', 'other')\n"
+    )
+    (fake / "eval" / "fine.py").write_text(
+        "def f(reduced_tail):\n    return reduced_tail == 'detection'\n"
+    )
+    found = _task_name_comparisons(fake, {"detection", "segmentation"}, set())
+    assert sorted(int(line.split(":")[1]) for line in found) == [2, 5, 7]
+    assert not any("fine.py" in line for line in found)
+
+
+def test_tasks_reach_upper_layers_only_through_their_named_classes():
+    """The Task's dotted references are the one upward link (tasks/task.py): each names an
+    existing class in eval/ or export/, and tasks/ imports nothing above its layer (checked by
+    the import test)."""
+    references = []
+    for path in (PACKAGE / "tasks").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.keyword) and node.arg in ("evaluator", "export"):
+                references.append((node.arg, node.value.value))
+    assert len(references) == 2 * len(_task_names())
+    for kind, reference in references:
+        module, name = reference.split(":")
+        assert module.split(".")[1] == {"evaluator": "eval", "export": "export"}[kind]
+        source = (PACKAGE.parent / (module.replace(".", "/") + ".py")).read_text()
+        assert f"class {name}(" in source, reference
+
+
 @pytest.mark.parametrize(
     "config",
     [

@@ -16,16 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 from ondevice_vision import checkpoints, files, tasks
-from ondevice_vision.eval.detection import DetectionEvaluator
-from ondevice_vision.eval.segmentation import SegmentationEvaluator
 from ondevice_vision.eval.validation_loss import validation_loss
 from ondevice_vision.tasks import recorded_labels
-
-EVALUATORS = {"detection": DetectionEvaluator, "segmentation": SegmentationEvaluator}
-
-
-def make_evaluator(config, label_map):
-    return EVALUATORS[config.task](config, label_map)
 
 
 def evaluate(
@@ -46,7 +38,7 @@ def evaluate(
     dataset, label_map = task.build_dataset(config, "eval", config.eval.batch_size)
     if predict_fn is None:
         recorded_labels.check(workdir, label_map, "the eval data", allow_other_label_map)
-    evaluator = make_evaluator(config, label_map)
+    evaluator = task.make_evaluator(config, label_map)
     if predict_fn is None:
         predict_fn = tf.function(lambda images: task.predict(config, model, images))
 
@@ -116,16 +108,11 @@ def evaluate_checkpoint(
 
 
 def exported_predict_fn(exported):
-    """evaluate's predict_fn for an ExportedModel: eval images in, model-index outputs out."""
+    """evaluate's predict_fn for an ExportRunner: eval images in, model-index outputs out."""
 
     def predict(images):
         pixels = np.clip(np.rint(np.asarray(images)), 0, 255).astype(np.uint8)
-        outputs = exported.predict(pixels)
-        if exported.task == "detection":
-            outputs["detection_classes"] = exported.to_contiguous(
-                outputs["detection_classes"], outputs["num_detections"]
-            )
-        return outputs
+        return exported.predict_model_indices(pixels)
 
     return predict
 

@@ -21,6 +21,10 @@ LOG_EVERY_SECONDS = 30.0
 
 
 class Evaluator:
+    # `ondevice-eval --cityscapes_submission`: write_submission(config, model, out_dir, zip_path,
+    # expected_shape) -> written paths, for the tasks that have a test-server format.
+    write_submission = None
+
     def __init__(self, config, label_map: LabelMap):
         self.config = config
         self.label_map = label_map

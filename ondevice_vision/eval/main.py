@@ -73,14 +73,14 @@ def cityscapes_submission(
     config, out_dir: str, workdir=None, checkpoint=None, expected_shape=(1024, 2048)
 ) -> dict:
     """--cityscapes_submission: the test-server PNGs of a checkpoint, and their zip."""
-    from ondevice_vision.eval.segmentation import write_cityscapes_submission
-    from ondevice_vision.tasks import load_trained_model
+    from ondevice_vision import tasks
 
-    if config.task != "segmentation":
+    write_submission = tasks.get_task(config).evaluator_class().write_submission
+    if write_submission is None:
         raise ValueError("--cityscapes_submission: needs a segmentation config")
-    model, path = load_trained_model(config, workdir, checkpoint)
+    model, path = tasks.load_trained_model(config, workdir, checkpoint)
     zip_path = out_dir.rstrip("/") + ".zip"
-    written = write_cityscapes_submission(config, model, out_dir, zip_path, expected_shape)
+    written = write_submission(config, model, out_dir, zip_path, expected_shape)
     return {"checkpoint": path, "submission": out_dir, "zip": zip_path, "images": len(written)}
 
 

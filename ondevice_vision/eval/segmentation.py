@@ -40,6 +40,11 @@ class SegmentationEvaluator(Evaluator):
             )
             files.makedirs(self.prediction_dir)
 
+    @staticmethod
+    def write_submission(config, model, out_dir, zip_path=None, expected_shape=(1024, 2048)):
+        """ondevice-eval --cityscapes_submission: the Cityscapes test-server PNGs."""
+        return write_cityscapes_submission(config, model, out_dir, zip_path, expected_shape)
+
     def update(self, predictions: dict, labels: dict) -> None:
         maps = predictions["semantic_map"]
         for i in range(len(maps)):

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from ondevice_vision.data.image_decode import decode_upright, resize_pixels
 from ondevice_vision.data.label_map import LabelMap
+from ondevice_vision.export import tflite_metadata
 from ondevice_vision.export.signatures import ServingFunctions
 from ondevice_vision.heads.anchors import anchor_boxes
 
@@ -163,3 +164,53 @@ class DetectionExport(ServingFunctions):
 
     def tflite_details(self) -> dict:
         return {"postprocess": postprocess_attributes(self.model, self.use_regular_nms)}
+
+    # ------------------------------------------------------------- TFLite metadata
+    def tflite_model_metadata(self, label_map: LabelMap, input_size, input_dtype: str):
+        """(ModelMetadata flatbuffer, subgraph output order) for tflite_metadata.add_metadata."""
+        height, width = input_size
+        backbone = self.config.model.backbone
+        metadata = tflite_metadata.detection_metadata(
+            f"SSDLite {backbone} {height}x{width}",
+            f"SSDLite object detector ({backbone} backbone, {height}x{width} {input_dtype} input, "
+            f"{label_map.num_classes} classes) with TFLite_Detection_PostProcess in the graph; "
+            "exported by ondevice_vision.",
+            (height, width),
+            input_dtype,
+        )
+        return metadata, tflite_metadata.DETECTION_OUTPUTS
+
+    # ------------------------------------------------------------- running an export
+    @staticmethod
+    def saved_model_outputs(outputs: dict, with_probabilities: bool, path: str) -> dict:
+        """What a SavedModelRunner returns of the serving_default outputs (all of them)."""
+        del with_probabilities, path
+        return outputs
+
+    @staticmethod
+    def tflite_outputs(raw: dict, image, label_map: LabelMap, with_probabilities: bool) -> dict:
+        """One image's TFLite outputs -> the SavedModel's outputs for it (dataset ids; boxes
+        clipped to [0, 1]; zeros past num_detections)."""
+        del image, with_probabilities
+        num = int(raw["num_detections"].reshape(-1)[0])
+        boxes = np.clip(raw["detection_boxes"][0], 0.0, 1.0).astype(np.float32)
+        scores = raw["detection_scores"][0].astype(np.float32)
+        index = np.rint(raw["detection_classes"][0]).astype(np.int64)
+        ids = np.asarray(label_map.dataset_ids, np.int32)
+        classes = np.zeros(index.shape, np.int32)
+        classes[:num] = ids[index[:num]]
+        boxes[num:], scores[num:] = 0.0, 0.0
+        return {
+            "detection_boxes": boxes,
+            "detection_classes": classes,
+            "detection_scores": scores,
+            "num_detections": np.int32(num),
+        }
+
+    @staticmethod
+    def model_index_outputs(runner, outputs: dict) -> dict:
+        """A runner's outputs with model class indices (what our evaluators take), not ids."""
+        outputs["detection_classes"] = runner.to_contiguous(
+            outputs["detection_classes"], outputs["num_detections"]
+        )
+        return outputs

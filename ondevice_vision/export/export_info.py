@@ -14,7 +14,7 @@ import dataclasses
 import json
 import os
 
-from ondevice_vision import files
+from ondevice_vision import files, tasks
 from ondevice_vision.data.label_map import LabelMap
 
 INFO_FILE = "export.json"
@@ -22,7 +22,6 @@ LABELS_FILE = "labels.json"
 TFLITE_FILE = "model.tflite"
 FORMATS = ("saved_model", "tflite")
 QUANTIZATIONS = ("none", "fp16", "int8")
-TASKS = ("detection", "segmentation")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,8 +39,8 @@ class ExportInfo:
     extra: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        if self.task not in TASKS:
-            raise ValueError(f"export task must be one of {TASKS}, got {self.task!r}")
+        if self.task not in tasks.TASKS:
+            raise ValueError(f"export task must be one of {tasks.TASKS}, got {self.task!r}")
         if self.format not in FORMATS:
             raise ValueError(f"export format must be one of {FORMATS}, got {self.format!r}")
         if self.quantization not in QUANTIZATIONS:

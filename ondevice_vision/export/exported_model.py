@@ -1,4 +1,4 @@
-"""Run an export (SavedModel directory or TFLite file) through one interface.
+"""Runners: run an export (SavedModel directory or TFLite file) through one interface.
 
     model = load_exported_model("exports/shapes")        # or ".../model.tflite", or its directory
     outputs = model.predict(images_uint8)                # [B, H, W, 3], any H, W
@@ -21,18 +21,22 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from ondevice_vision import tasks
 from ondevice_vision.data.label_map import LabelMap
 from ondevice_vision.export.export_info import TFLITE_FILE, ExportInfo, read_export_files
 
 
-class ExportedModel:
-    """Shared parts: metadata and the dataset id <-> contiguous index maps."""
+class ExportRunner:
+    """Runs an export. Shared parts: metadata, the task's export class (which says how its
+    outputs read, export/detection.py, export/segmentation.py) and the dataset id <-> contiguous
+    index maps."""
 
     def __init__(self, path: str, info: ExportInfo, label_map: LabelMap):
         self.path = path
         self.info = info
         self.label_map = label_map
         self.task = info.task
+        self.export_class = tasks.get_task(info.task).export_class()
 
     def to_contiguous(self, dataset_ids: np.ndarray, num_detections: np.ndarray) -> np.ndarray:
         """Detection classes as dataset ids -> contiguous model indices (for our evaluators)."""
@@ -47,6 +51,10 @@ class ExportedModel:
     def predict(self, images: np.ndarray, with_probabilities: bool = False) -> dict:
         raise NotImplementedError
 
+    def predict_model_indices(self, images: np.ndarray) -> dict:
+        """`predict` with model class indices instead of dataset ids (what evaluators take)."""
+        return self.export_class.model_index_outputs(self, self.predict(images))
+
 
 def _check_images(images) -> np.ndarray:
     images = np.asarray(images)
@@ -57,7 +65,7 @@ def _check_images(images) -> np.ndarray:
     return images
 
 
-class SavedModelExport(ExportedModel):
+class SavedModelRunner(ExportRunner):
     def __init__(self, path: str, info: ExportInfo, label_map: LabelMap):
         super().__init__(path, info, label_map)
         self.loaded = tf.saved_model.load(path)
@@ -66,14 +74,10 @@ class SavedModelExport(ExportedModel):
     def predict(self, images, with_probabilities: bool = False) -> dict:
         images = _check_images(images)
         outputs = {k: v.numpy() for k, v in self.signature(images=tf.constant(images)).items()}
-        if self.task == "segmentation" and with_probabilities and "probabilities" not in outputs:
-            raise ValueError(f"{self.path} was exported without the probabilities output")
-        if self.task == "segmentation" and not with_probabilities:
-            outputs.pop("probabilities", None)
-        return outputs
+        return self.export_class.saved_model_outputs(outputs, with_probabilities, self.path)
 
 
-class TFLiteExport(ExportedModel):
+class TFLiteRunner(ExportRunner):
     def __init__(self, path: str, info: ExportInfo, label_map: LabelMap, num_threads=None):
         super().__init__(path, info, label_map)
         from ai_edge_litert.interpreter import Interpreter
@@ -125,31 +129,10 @@ class TFLiteExport(ExportedModel):
 
     def _predict_one(self, image: np.ndarray, with_probabilities: bool) -> dict:
         raw = self.run(self._resized(image))
-        if self.task == "detection":
-            num = int(raw["num_detections"].reshape(-1)[0])
-            boxes = np.clip(raw["detection_boxes"][0], 0.0, 1.0).astype(np.float32)
-            scores = raw["detection_scores"][0].astype(np.float32)
-            index = np.rint(raw["detection_classes"][0]).astype(np.int64)
-            ids = np.asarray(self.label_map.dataset_ids, np.int32)
-            classes = np.zeros(index.shape, np.int32)
-            classes[:num] = ids[index[:num]]
-            boxes[num:], scores[num:] = 0.0, 0.0
-            return {
-                "detection_boxes": boxes,
-                "detection_classes": classes,
-                "detection_scores": scores,
-                "num_detections": np.int32(num),
-            }
-        logits = tf.constant(raw["logits"], tf.float32)
-        if tuple(logits.shape[1:3]) != tuple(image.shape[:2]):
-            logits = tf.image.resize(logits, image.shape[:2], method="bilinear")
-        out = {"semantic_map": tf.argmax(logits[0], axis=-1, output_type=tf.int32).numpy()}
-        if with_probabilities:
-            out["probabilities"] = tf.nn.softmax(logits[0]).numpy()
-        return out
+        return self.export_class.tflite_outputs(raw, image, self.label_map, with_probabilities)
 
 
-def load_exported_model(path: str, num_threads: int | None = None) -> ExportedModel:
+def load_exported_model(path: str, num_threads: int | None = None) -> ExportRunner:
     """A SavedModel export directory, a TFLite export directory, or the .tflite file in one."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"exported model not found: {path}")
@@ -157,7 +140,7 @@ def load_exported_model(path: str, num_threads: int | None = None) -> ExportedMo
         directory = path
         if os.path.isfile(os.path.join(path, "saved_model.pb")):
             info, label_map = read_export_files(directory)
-            return SavedModelExport(path, info, label_map)
+            return SavedModelRunner(path, info, label_map)
         tflite_path = os.path.join(path, TFLITE_FILE)
         if not os.path.isfile(tflite_path):
             raise FileNotFoundError(
@@ -168,4 +151,4 @@ def load_exported_model(path: str, num_threads: int | None = None) -> ExportedMo
         if not path.endswith(".tflite"):
             raise ValueError(f"{path}: expected a .tflite file or an export directory")
     info, label_map = read_export_files(directory)
-    return TFLiteExport(tflite_path, info, label_map, num_threads=num_threads)
+    return TFLiteRunner(tflite_path, info, label_map, num_threads=num_threads)

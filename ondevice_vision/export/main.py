@@ -84,11 +84,11 @@ def define_flags():
 
 def resolve_input_size(config, override, fmt: str):
     """The export input size (see the --input_size flag), or None for native segmentation."""
-    from ondevice_vision.export.task_exports import export_class
+    from ondevice_vision import tasks
 
     if override is not None:
         return tuple(override)
-    return export_class(config.task).default_input_size(config, fmt)
+    return tasks.get_task(config).export_class().default_input_size(config, fmt)
 
 
 def label_map_and_palette(

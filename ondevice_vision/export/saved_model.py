@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from ondevice_vision import tasks
 from ondevice_vision.data.label_map import LabelMap
 from ondevice_vision.export import signatures
 from ondevice_vision.export.export_info import ExportInfo, check_replaceable, write_export_files
-from ondevice_vision.export.task_exports import task_export
 from ondevice_vision.files import atomic_directory
 
 
@@ -26,7 +26,7 @@ def export_saved_model(
     None (run at each image's own size). `with_probabilities` adds the segmentation
     `probabilities` output ([B, H, W, K] float32: large at Cityscapes resolution).
     """
-    functions = task_export(
+    functions = tasks.get_task(config).make_export(
         config, model, label_map, input_size, with_probabilities=with_probabilities
     )
     info = ExportInfo(

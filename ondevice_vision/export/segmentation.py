@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from ondevice_vision.data.image_decode import decode_upright, resize_pixels
 from ondevice_vision.data.label_map import LabelMap
+from ondevice_vision.export import tflite_metadata
 from ondevice_vision.export.signatures import ServingFunctions
 from ondevice_vision.tasks import segmentation_inference
 
@@ -42,6 +43,7 @@ class SegmentationExport(ServingFunctions):
         **unused,
     ):
         del unused
+        self.config = config
         self.inference = segmentation_inference.eval_options(config) if config else None
         if self.inference and segmentation_inference.is_plain(self.inference):
             self.inference = None
@@ -146,3 +148,45 @@ class SegmentationExport(ServingFunctions):
 
     def tflite_details(self) -> dict:
         return {}
+
+    # ------------------------------------------------------------- TFLite metadata
+    def tflite_model_metadata(self, label_map: LabelMap, input_size, input_dtype: str):
+        """(ModelMetadata flatbuffer, subgraph output order) for tflite_metadata.add_metadata."""
+        height, width = input_size
+        backbone = self.config.model.backbone
+        metadata = tflite_metadata.segmentation_metadata(
+            f"LR-ASPP {backbone} {height}x{width}",
+            f"LR-ASPP semantic segmenter ({backbone} backbone, {height}x{width} {input_dtype} "
+            f"input, {label_map.num_classes} classes); exported by ondevice_vision.",
+            (height, width),
+            input_dtype,
+        )
+        return metadata, None
+
+    # ------------------------------------------------------------- running an export
+    @staticmethod
+    def saved_model_outputs(outputs: dict, with_probabilities: bool, path: str) -> dict:
+        """What a SavedModelRunner returns: the probabilities only when asked (and exported)."""
+        if with_probabilities and "probabilities" not in outputs:
+            raise ValueError(f"{path} was exported without the probabilities output")
+        if not with_probabilities:
+            outputs.pop("probabilities", None)
+        return outputs
+
+    @staticmethod
+    def tflite_outputs(raw: dict, image, label_map: LabelMap, with_probabilities: bool) -> dict:
+        """One image's TFLite logits -> its class map (and probabilities) at the image's size."""
+        del label_map
+        logits = tf.constant(raw["logits"], tf.float32)
+        if tuple(logits.shape[1:3]) != tuple(image.shape[:2]):
+            logits = tf.image.resize(logits, image.shape[:2], method="bilinear")
+        out = {"semantic_map": tf.argmax(logits[0], axis=-1, output_type=tf.int32).numpy()}
+        if with_probabilities:
+            out["probabilities"] = tf.nn.softmax(logits[0]).numpy()
+        return out
+
+    @staticmethod
+    def model_index_outputs(runner, outputs: dict) -> dict:
+        """Class maps hold model class indices already."""
+        del runner
+        return outputs

@@ -19,7 +19,7 @@ import tempfile
 import tensorflow as tf
 from absl import logging
 
-from ondevice_vision import files
+from ondevice_vision import files, tasks
 from ondevice_vision.data.label_map import LabelMap
 from ondevice_vision.export import edgetpu_ops
 from ondevice_vision.export.calibration import Calibration
@@ -30,7 +30,6 @@ from ondevice_vision.export.export_info import (
     write_export_files,
 )
 from ondevice_vision.export.signatures import tflite_graph_archive
-from ondevice_vision.export.task_exports import export_class, task_export
 from ondevice_vision.export.tflite_metadata import add_metadata
 from ondevice_vision.files import atomic_directory
 from ondevice_vision.quantization import int8_graph
@@ -124,8 +123,10 @@ def export_tflite(
     `calibration_dir` / `calibration_split`: the int8 calibration images (export/calibration.py).
     """
     if input_size is None:
-        input_size = export_class(config.task).default_input_size(config, "tflite")
-    export = task_export(config, model, label_map, input_size, use_regular_nms=use_regular_nms)
+        input_size = tasks.get_task(config).export_class().default_input_size(config, "tflite")
+    export = tasks.get_task(config).make_export(
+        config, model, label_map, input_size, use_regular_nms=use_regular_nms
+    )
     if (calibration_dir or calibration_split) and (
         quantization != "int8" or quantization_state is not None
     ):
@@ -142,7 +143,7 @@ def export_tflite(
         config, export, quantization, num_calibration_images, representative, quantization_state
     )
     # TFLite Model Metadata and labels.txt inside the file: MediaPipe Tasks load it unchanged.
-    flatbuffer = add_metadata(flatbuffer, config, label_map, export.input_size)
+    flatbuffer = add_metadata(flatbuffer, export, label_map, export.input_size)
     details = dict(extra or {}, **export.tflite_details())
     if quantization == "int8" and quantization_state is not None:
         details["quantization_aware"] = True

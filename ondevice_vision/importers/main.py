@@ -45,6 +45,8 @@ def import_checkpoint(
     from ondevice_vision import checkpoints, tasks
     from ondevice_vision.backbones import slim_checkpoint
     from ondevice_vision.importers import deeplab, od_api
+    from ondevice_vision.models.lraspp import Segmenter
+    from ondevice_vision.models.ssdlite import SSDLiteDetector
     from ondevice_vision.tasks import recorded_labels
 
     if not slim_checkpoint.is_tf1_checkpoint(checkpoint):
@@ -63,19 +65,20 @@ def import_checkpoint(
         logging.warning("Not recording the label map (the config's classes are unknown: %s)", e)
         label_map = None
     model = tasks.get_task(config).build_model(config)
-    # Checkpoints of a whole model: (kind, test, loader, what it is, the task it needs).
+    # Checkpoints of a whole model: (kind, test, loader, what it is, the model it fills and the
+    # config that builds one).
     whole_models = (
         ("od_api", od_api.is_od_api_checkpoint, od_api.load_od_api_checkpoint,
-         "an Object Detection API checkpoint", "detection"),
+         "an Object Detection API checkpoint", SSDLiteDetector, "an SSDLite detection"),
         ("deeplab", deeplab.is_deeplab_checkpoint, deeplab.load_deeplab_checkpoint,
-         "a DeepLab LR-ASPP checkpoint", "segmentation"),
+         "a DeepLab LR-ASPP checkpoint", Segmenter, "an LR-ASPP segmentation"),
     )  # fmt: skip
     found = [entry for entry in whole_models if entry[1](checkpoint)]
     if found:
-        kind, _, load, what, task = found[0]
-        if config.task != task:
+        kind, _, load, what, model_class, needed = found[0]
+        if not isinstance(model, model_class):
             raise ValueError(
-                f"{checkpoint} is {what}; it needs a {task} config, not a {config.task} one"
+                f"{checkpoint} is {what}; it needs {needed} config, not a {config.task} one"
             )
         report = load(model, checkpoint, moving_averages=use_moving_averages)
     else:

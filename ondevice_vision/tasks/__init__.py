@@ -1,13 +1,18 @@
-"""A task is the model + data contract every tool shares: eval, export, info and the trainer.
+"""Tasks: everything that differs between detection and segmentation, one `Task` object each.
 
-The config's `task` field picks one; each module has the same few functions:
+The config's `task` field names one; `get_task(config)` returns its `Task` (tasks/task.py says
+what a Task holds). This module's `_TASKS` is the only registry keyed by task name: the trainer,
+the evaluator driver, the exporters, the export runners, ondevice-predict and fine-tuning all ask
+the Task, and no module outside a task's own files compares a task name
+(tests/test_package_layers.py checks it).
 
-    build_model(config)                                     -> keras.Model
-    build_dataset(config, split, batch_size, input_context) -> (batched dataset, LabelMap)
-    compute_losses(config, outputs, labels)                 -> (per-image loss sums, normaliser)
-    predict(config, model, images)                          -> dict of post-processed outputs
-    visualize(config, images, predictions, labels, label_map) -> one uint8 picture
-    palette(config, num_classes)                            -> class colours for exports, or None
+    tasks/detection.py     SSDLite (models/ssdlite.py), COCO-style boxes, anchor targets, focal
+                           loss; evaluator eval/detection.py, export export/detection.py
+    tasks/segmentation.py  LR-ASPP (models/lraspp.py), crops, cross-entropy; evaluator
+                           eval/segmentation.py, export export/segmentation.py
+
+A third task is a module that ends in `TASK = Task(...)`, its evaluator and export classes, and a
+line below.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import importlib
 
 from ondevice_vision import checkpoints
+from ondevice_vision.tasks.task import Task
 
 _TASKS = {
     "detection": "ondevice_vision.tasks.detection",
@@ -23,12 +29,12 @@ _TASKS = {
 TASKS = tuple(_TASKS)
 
 
-def get_task(config):
-    """The task module of a config (or of a task name)."""
+def get_task(config) -> Task:
+    """The Task of a config (or of a task name)."""
     name = config.task if hasattr(config, "task") else config
     if name not in _TASKS:
         raise ValueError(f"config.task must be one of {sorted(_TASKS)}, got {name!r}")
-    return importlib.import_module(_TASKS[name])
+    return importlib.import_module(_TASKS[name]).TASK
 
 
 def load_trained_model(

@@ -9,6 +9,7 @@ crop window (docs/speed.md says what each step of the pipeline costs).
 from __future__ import annotations
 
 import functools
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -23,6 +24,7 @@ from ondevice_vision.data.pipeline import prepare_task_source
 from ondevice_vision.heads import anchors as anchors_lib
 from ondevice_vision.heads import losses, target_assigner
 from ondevice_vision.models import ssdlite
+from ondevice_vision.tasks.task import Task
 
 LOSS_KEYS = ("cls_loss", "box_loss")
 # The metric eval.best_metric defaults to (the best checkpoint, early stopping).
@@ -270,3 +272,63 @@ def visualize(config, images, predictions, labels, label_map: LabelMap) -> np.nd
             )
         )
     return drawing.image_grid(pictures, cols=min(2, len(pictures)), pad=6, pad_value=255)
+
+
+def write_prediction(
+    exported, outputs: dict, image: np.ndarray, output_dir, name, score_threshold=0.3, alpha=0.5
+):
+    """ondevice-predict's record of one image (the detections at or above `score_threshold`, as
+    dataset ids and names, normalised and pixel boxes) and its picture (the boxes drawn)."""
+    del output_dir, name, alpha
+    index_of = exported.label_map.index_of_dataset_id()
+    height, width = image.shape[:2]
+    n = int(outputs["num_detections"][0])
+    boxes = outputs["detection_boxes"][0][:n]
+    ids = outputs["detection_classes"][0][:n]
+    scores = outputs["detection_scores"][0][:n]
+    keep = scores >= score_threshold
+    indices = np.asarray([index_of[int(i)] for i in ids], np.int64)
+    detections = [
+        {
+            "class_id": int(ids[i]),
+            "class_name": exported.label_map.names[indices[i]],
+            "score": round(float(scores[i]), 5),
+            "box": [round(float(v), 5) for v in boxes[i]],
+            "box_pixels": [
+                round(float(boxes[i][0] * height), 1),
+                round(float(boxes[i][1] * width), 1),
+                round(float(boxes[i][2] * height), 1),
+                round(float(boxes[i][3] * width), 1),
+            ],
+        }
+        for i in np.flatnonzero(keep)
+    ]
+    picture = drawing.draw_detections(
+        image,
+        boxes[keep],
+        indices[keep],
+        scores[keep],
+        class_names=exported.label_map.names,
+        score_threshold=score_threshold,
+    )
+    return {"detections": detections}, picture
+
+
+TASK = Task(
+    name="detection",
+    build_model=build_model,
+    build_dataset=build_dataset,
+    compute_losses=compute_losses,
+    predict=predict,
+    visualize=visualize,
+    palette=palette,
+    write_prediction=write_prediction,
+    class_layers=re.compile(r"^class_predictor_\d+_conv$"),
+    mediapipe_usage=(
+        "import mediapipe as mp\n"
+        'detector = mp.tasks.vision.ObjectDetector.create_from_model_path("{model}")\n'
+        'detections = detector.detect(mp.Image.create_from_file("{image}")).detections\n'
+    ),
+    evaluator="ondevice_vision.eval.detection:DetectionEvaluator",
+    export="ondevice_vision.export.detection:DetectionExport",
+)

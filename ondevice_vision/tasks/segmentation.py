@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -19,6 +21,7 @@ from ondevice_vision.data.pipeline import prepare_task_source
 from ondevice_vision.data.segmentation_sources import load_segmentation_source, source_label_map
 from ondevice_vision.models.lraspp import build_segmenter
 from ondevice_vision.tasks import segmentation_inference, segmentation_loss
+from ondevice_vision.tasks.task import Task
 
 CITYSCAPES_SOURCES = ("tfds", "cityscapes_folder")
 # The metric eval.best_metric defaults to (the best checkpoint, early stopping).
@@ -234,3 +237,47 @@ def visualize(config, images, predictions, labels, label_map: LabelMap) -> np.nd
         pictures.append(drawing.blend_mask(image, pred, colours, ignore_label=IGNORE_LABEL))
         pictures.append(drawing.colorize_mask(truth, colours, ignore_label=IGNORE_LABEL))
     return drawing.image_grid(pictures, cols=2)
+
+
+def write_prediction(
+    exported, outputs: dict, image: np.ndarray, output_dir, name, score_threshold=0.3, alpha=0.5
+):
+    """ondevice-predict's record of one image (the fraction of pixels per class; the class-index
+    mask written as OUTPUT/NAME.mask.png) and its picture (class colours blended over it)."""
+    del score_threshold
+    mask_path = os.path.join(output_dir, f"{name}.mask.png")
+    semantic = outputs["semantic_map"][0].astype(np.int64)
+    names = exported.label_map.names
+    palette = (
+        np.asarray(exported.info.palette, np.uint8)
+        if exported.info.palette is not None
+        else drawing.default_palette(len(names))
+    )
+    counts = np.bincount(semantic.ravel(), minlength=len(names))
+    fractions = {names[k]: round(float(c) / semantic.size, 5) for k, c in enumerate(counts) if c}
+    if len(names) <= 256:
+        drawing.save_png(semantic.astype(np.uint8), mask_path)
+    picture = drawing.blend_mask(image, semantic, palette, alpha=alpha)
+    return {"class_fractions": fractions, "mask": os.path.basename(mask_path)}, picture
+
+
+TASK = Task(
+    name="segmentation",
+    build_model=build_model,
+    build_dataset=build_dataset,
+    compute_losses=compute_losses,
+    predict=predict,
+    visualize=visualize,
+    palette=palette,
+    write_prediction=write_prediction,
+    class_layers=re.compile(r"_(high|low)_logits$"),
+    mediapipe_usage=(
+        "import mediapipe as mp\n"
+        "segmenter = mp.tasks.vision.ImageSegmenter.create_from_options("
+        "mp.tasks.vision.ImageSegmenterOptions(base_options=mp.tasks.BaseOptions("
+        'model_asset_path="{model}"), output_category_mask=True))\n'
+        'mask = segmenter.segment(mp.Image.create_from_file("{image}")).category_mask\n'
+    ),
+    evaluator="ondevice_vision.eval.segmentation:SegmentationEvaluator",
+    export="ondevice_vision.export.segmentation:SegmentationExport",
+)

@@ -37,11 +37,6 @@ from tensorflow.python.trackable import trackable_utils
 
 MODES = ("all_but_class_layers", "backbone", "strict")
 ALIASES = {"detection": "all_but_class_layers", "classification": "backbone"}
-# Layers whose shapes depend on the number of classes, by task.
-CLASS_LAYERS = {
-    "detection": re.compile(r"^class_predictor_\d+_conv$"),
-    "segmentation": re.compile(r"_(high|low)_logits$"),
-}
 BACKBONE_LAYER = "backbone"
 _LISTED = 5
 _LISTED_LAYERS = 8
@@ -152,11 +147,15 @@ def _layer_of(name: str) -> str:
     return name.rsplit("/", 1)[0]
 
 
-def initialise_from_checkpoint(model: keras.Model, path: str, mode: str, task: str) -> InitReport:
-    """Copies the checkpoint's variables into `model` as `mode` says; returns what it did."""
+def initialise_from_checkpoint(
+    model: keras.Model, path: str, mode: str, class_pattern: re.Pattern
+) -> InitReport:
+    """Copies the checkpoint's variables into `model` as `mode` says; returns what it did.
+
+    `class_pattern` matches the names of the layers whose shapes depend on the number of classes
+    (the task's `class_layers`)."""
     mode = resolve_mode(mode)
     path = resolve_path(path)
-    class_pattern = CLASS_LAYERS[task]
     reader = tf.train.load_checkpoint(path)
     shapes = reader.get_variable_to_shape_map()
     keys = _checkpoint_keys(reader)
@@ -193,7 +192,7 @@ def initialise_from_checkpoint(model: keras.Model, path: str, mode: str, task: s
             continue
         plan.append((key, variable, name))
     if not class_layers:
-        raise RuntimeError(f"no class-dependent layer found in the {task} model")
+        raise RuntimeError(f"no layer of {model.name} matches {class_pattern.pattern!r}")
     used = {key for key, _, _ in plan}
     unused = sorted(set(keys.values()) - used)
     if mode == "strict":

@@ -302,7 +302,7 @@ class Trainer:
         tc = self.config.train
         if tc.get("init_checkpoint"):
             mode = tc.get("init_checkpoint_mode") or "strict"
-            initialise_from_checkpoint(self.model, tc.init_checkpoint, mode, self.config.task)
+            initialise_from_checkpoint(self.model, tc.init_checkpoint, mode, self.task.class_layers)
         if tc.get("imagenet_weights"):
             from ondevice_vision.backbones import load_imagenet_weights
 

@@ -16,7 +16,6 @@ from ondevice_vision.configs import (
 from ondevice_vision.data.label_map import LabelMap
 from ondevice_vision.export import calibration, tflite
 from ondevice_vision.export.calibration import Calibration
-from ondevice_vision.export.task_exports import task_export
 
 SIZE = (48, 48)
 
@@ -46,7 +45,7 @@ def test_folder_images_reach_the_converter(tmp_path):
     config = lraspp_mobilenet_v3_small_shapes.get_config("smoke")
     model = tasks.get_task(config).build_model(config)
     labels = LabelMap.contiguous([f"class_{i}" for i in range(config.model.num_classes)])
-    export = task_export(config, model, labels, SIZE)
+    export = tasks.get_task(config).make_export(config, model, labels, SIZE)
     dark = _folder(tmp_path / "dark", high=60)
     bright = _folder(tmp_path / "bright", high=255, seed=1)
 

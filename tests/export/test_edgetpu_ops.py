@@ -16,7 +16,6 @@ from ondevice_vision.configs import (
 )
 from ondevice_vision.data.label_map import LabelMap
 from ondevice_vision.export import edgetpu_ops, tflite
-from ondevice_vision.export.task_exports import task_export
 
 
 def _random_images(size, count=2):
@@ -35,7 +34,7 @@ def _int8_graph(config) -> bytes:
     model = tasks.get_task(config).build_model(config)
     size = tuple(config.model.input_size)
     labels = LabelMap.contiguous([f"class_{i}" for i in range(config.model.num_classes)])
-    export = task_export(config, model, labels, size)
+    export = tasks.get_task(config).make_export(config, model, labels, size)
     return tflite.convert(config, export, "int8", representative=_random_images(size))
 
 

@@ -16,10 +16,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageOps
 
+from ondevice_vision import tasks
 from ondevice_vision.data.label_map import LabelMap
 from ondevice_vision.export.export_info import read_export_files
 from ondevice_vision.export.saved_model import export_saved_model
-from ondevice_vision.export.task_exports import task_export
 from ondevice_vision.files import atomic_directory
 from ondevice_vision.tasks import detection as detection_task
 from tests.helpers.export_fixtures import (
@@ -139,7 +139,7 @@ def _reloaded(case, signature):
 
 def _in_memory_export(case):
     """The serving functions on the in-memory model, traced as the SavedModel traces them."""
-    functions = task_export(
+    functions = tasks.get_task(case["config"]).make_export(
         case["config"], case["model"], case["labels"], None, with_probabilities=True
     )
     feeds = {

@@ -12,9 +12,9 @@ import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+from ondevice_vision import tasks
 from ondevice_vision.export import tflite
 from ondevice_vision.export.exported_model import load_exported_model
-from ondevice_vision.export.task_exports import task_export
 from ondevice_vision.heads import box_coder
 from ondevice_vision.heads.anchors import anchor_boxes
 from tests.helpers.export_fixtures import (
@@ -40,7 +40,7 @@ def case(tmp_path_factory, lively_detector):
         ),
         "fast": tflite.export_tflite(config, model, labels, str(root / "fast"), size),
     }
-    serving_default = task_export(config, model, labels).serving_default
+    serving_default = tasks.get_task(config).make_export(config, model, labels).serving_default
     return {
         "serve": lambda images: {k: v.numpy() for k, v in serving_default(images).items()},
         "config": config,

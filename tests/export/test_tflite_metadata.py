@@ -14,7 +14,7 @@ from mediapipe.tasks.metadata import metadata_schema_py_generated as mp_schema
 from tensorflow.lite.python import schema_py_generated as tflite_schema
 
 from ondevice_vision import predict
-from ondevice_vision.export import tflite_metadata
+from ondevice_vision.export import tflite_flatbuffers, tflite_metadata
 
 SIZE = (8, 12)
 
@@ -129,15 +129,17 @@ def test_populate_keeps_the_model_running_and_its_buffers_aligned(tiny):
     model = tiny["float"]
     metadata = tflite_metadata.segmentation_metadata("tiny", "tiny", SIZE, "float32")
     files = {"labels.txt": b"a\nb\n"}
-    populated = tflite_metadata.populate(model, metadata, files, output_order=["b_mean", "a_map"])
-    assert populated == tflite_metadata.populate(
+    populated = tflite_flatbuffers.populate(
+        model, metadata, files, output_order=["b_mean", "a_map"]
+    )
+    assert populated == tflite_flatbuffers.populate(
         model, metadata, files, output_order=["b_mean", "a_map"]
     )  # the same bytes every time (fixed zip timestamps)
-    assert tflite_metadata.metadata_buffer(populated) == metadata
-    assert tflite_metadata.metadata_buffer(model) is None
-    assert tflite_metadata.associated_files(populated) == files
+    assert tflite_flatbuffers.metadata_buffer(populated) == metadata
+    assert tflite_flatbuffers.metadata_buffer(model) is None
+    assert tflite_flatbuffers.associated_files(populated) == files
     assert all(
-        offset % tflite_metadata.BUFFER_ALIGNMENT == 0 for offset in _buffer_offsets(populated)
+        offset % tflite_flatbuffers.BUFFER_ALIGNMENT == 0 for offset in _buffer_offsets(populated)
     )
     image = np.random.default_rng(2).uniform(0, 255, (1, *SIZE, 3)).astype("float32")
     want, got = _run(model, image), _run(populated, image)
@@ -151,9 +153,9 @@ def test_populate_keeps_the_model_running_and_its_buffers_aligned(tiny):
     shapes = [tuple(d["shape"]) for d in interpreter.get_output_details()]
     assert shapes == [(1, 4), (1, *SIZE, 4)]
     with pytest.raises(ValueError, match="already has TFLITE_METADATA"):
-        tflite_metadata.populate(populated, metadata, files)
+        tflite_flatbuffers.populate(populated, metadata, files)
     with pytest.raises(ValueError, match="expected"):
-        tflite_metadata.populate(model, metadata, files, output_order=["a_map", "nope"])
+        tflite_flatbuffers.populate(model, metadata, files, output_order=["a_map", "nope"])
 
 
 def test_uint8_input_takes_raw_pixels(tiny):
@@ -163,7 +165,7 @@ def test_uint8_input_takes_raw_pixels(tiny):
     scale, zero = Interpreter(model_content=dark).get_input_details()[0]["quantization"]
     assert abs(scale - 1.0) > 0.1
     metadata = tflite_metadata.detection_metadata("tiny", "tiny", SIZE, "uint8")
-    populated = tflite_metadata.populate(dark, metadata, {})
+    populated = tflite_flatbuffers.populate(dark, metadata, {})
     assert Interpreter(model_content=populated).get_input_details()[0]["quantization"] == (1.0, 0)
     pixels = np.random.default_rng(3).integers(0, 101, (1, *SIZE, 3))
     want = _run(dark, np.clip(np.round(pixels / scale + zero), 0, 255).astype(np.uint8))

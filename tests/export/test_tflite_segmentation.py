@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from ondevice_vision import tasks
 from ondevice_vision.export import tflite
 from ondevice_vision.export.exported_model import load_exported_model
-from ondevice_vision.export.task_exports import task_export
 from tests.helpers.export_fixtures import (
     eval_images,
     label_map,
@@ -36,7 +36,9 @@ def case(tmp_path_factory, lively_segmenter):
 
 
 def _serving(config, model, labels, input_size=None):
-    functions = task_export(config, model, labels, input_size, with_probabilities=True)
+    functions = tasks.get_task(config).make_export(
+        config, model, labels, input_size, with_probabilities=True
+    )
     return lambda images: {k: v.numpy() for k, v in functions.serving_default(images).items()}
 
 

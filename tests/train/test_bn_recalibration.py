@@ -142,7 +142,7 @@ def test_detection_default_momentum_short_run_saves_recalibrated_statistics(tmp_
     # The final checkpoint holds the re-estimated statistics, so eval and export see them.
     restored = tasks.get_task(config).build_model(config)
     path = checkpoints.latest_checkpoint(str(tmp_path))
-    initialise_from_checkpoint(restored, path, "strict", "detection")
+    initialise_from_checkpoint(restored, path, "strict", tasks.get_task("detection").class_layers)
     saved = [v.numpy() for bn in batch_norm_layers(restored) for v in _stats(bn)]
     live = [v for bn in batch_norm_layers(trainer.model) for v in _stats(bn)]
     for a, b in zip(saved, live, strict=True):

@@ -104,7 +104,9 @@ def test_backbone_mode_restores_only_the_backbone(source, tmp_path):
     directory, want = source
     model = _target(tmp_path, "backbone").model
     fresh = _by_layer(model)
-    report = initialise_from_checkpoint(model, directory, "classification", "detection")
+    report = initialise_from_checkpoint(
+        model, directory, "classification", tasks.get_task("detection").class_layers
+    )
     got = _by_layer(model)
     backbone = [n for n in got if n.startswith("backbone/")]
     assert len(backbone) == len(report.restored) > 100
@@ -118,7 +120,9 @@ def test_backbone_mode_restores_only_the_backbone(source, tmp_path):
 def test_strict_mode_restores_everything_and_rejects_another_class_count(source, tmp_path):
     directory, want = source
     model = _target(tmp_path / "a", "strict", num_classes=4).model
-    report = initialise_from_checkpoint(model, directory, "strict", "detection")
+    report = initialise_from_checkpoint(
+        model, directory, "strict", tasks.get_task("detection").class_layers
+    )
     assert report.reinitialised_layers == [] and report.unused_in_checkpoint == 0
     for name, value in _by_layer(model).items():
         np.testing.assert_array_equal(value, want[name], err_msg=name)
@@ -129,7 +133,9 @@ def test_strict_mode_restores_everything_and_rejects_another_class_count(source,
         r"checkpoint \[1, 1, 288, 15\]\).*only the class-dependent layers differ.*"
         r"all_but_class_layers",
     ):
-        initialise_from_checkpoint(model, directory, "strict", "detection")
+        initialise_from_checkpoint(
+            model, directory, "strict", tasks.get_task("detection").class_layers
+        )
 
 
 @pytest.mark.parametrize(
@@ -151,7 +157,9 @@ def test_another_backbone_or_width_is_an_error_naming_the_first_layers(
     target = _target(tmp_path, "detection", **model).model
     before = _by_layer(target)
     with pytest.raises(ValueError, match=rf"does not match the model.*first: {first}"):
-        initialise_from_checkpoint(target, directory, "detection", "detection")
+        initialise_from_checkpoint(
+            target, directory, "detection", tasks.get_task("detection").class_layers
+        )
     for name, value in _by_layer(target).items():  # nothing half-restored
         np.testing.assert_array_equal(value, before[name])
 
@@ -160,11 +168,17 @@ def test_bad_mode_and_missing_checkpoint_are_named(source, tmp_path):
     directory, _ = source
     model = _target(tmp_path, "detection").model
     with pytest.raises(ValueError, match="init_checkpoint_mode must be one of.*'everything'"):
-        initialise_from_checkpoint(model, directory, "everything", "detection")
+        initialise_from_checkpoint(
+            model, directory, "everything", tasks.get_task("detection").class_layers
+        )
     with pytest.raises(FileNotFoundError, match="no checkpoint in"):
-        initialise_from_checkpoint(model, str(tmp_path), "detection", "detection")
+        initialise_from_checkpoint(
+            model, str(tmp_path), "detection", tasks.get_task("detection").class_layers
+        )
     with pytest.raises(FileNotFoundError, match="checkpoint not found: .*ckpt-9"):
-        initialise_from_checkpoint(model, f"{directory}/ckpt-9", "detection", "detection")
+        initialise_from_checkpoint(
+            model, f"{directory}/ckpt-9", "detection", tasks.get_task("detection").class_layers
+        )
 
 
 def test_segmentation_imported_layout_onto_other_classes(tmp_path):
@@ -184,7 +198,9 @@ def test_segmentation_imported_layout_onto_other_classes(tmp_path):
     config.model.num_classes = 3
     target = task.build_model(config)
     fresh = _by_layer(target)
-    report = initialise_from_checkpoint(target, path, "all_but_class_layers", "segmentation")
+    report = initialise_from_checkpoint(
+        target, path, "all_but_class_layers", tasks.get_task("segmentation").class_layers
+    )
     want = _by_layer(source)
     logits = {
         n.rsplit("/", 1)[0] for n in want if n.endswith(("high_logits/kernel", "low_logits/kernel"))

@@ -1,0 +1,76 @@
+"""`Task`: the one interface through which every tool reaches what differs between tasks.
+
+A task module (tasks/detection.py, tasks/segmentation.py) ends in `TASK = Task(...)`; the
+registry in tasks/__init__.py maps the config's `task` name to that module. Fields:
+
+    name                    the config's `task`
+    build_model(config)                                       -> keras.Model
+    build_dataset(config, split, batch_size, input_context)   -> (batched dataset, LabelMap)
+    compute_losses(config, outputs, labels)                   -> (per-image loss sums, normaliser)
+    predict(config, model, images)                            -> dict of post-processed outputs
+    visualize(config, images, predictions, labels, label_map) -> one uint8 picture
+    palette(config, num_classes)                              -> class colours for exports, or None
+    write_prediction(runner, outputs, image, output_dir, name, options)
+                                                              -> (predictions.json record, picture)
+    class_layers            regex of the layers whose shapes depend on the number of classes
+                            (train.init_checkpoint_mode="all_but_class_layers" leaves them fresh)
+    mediapipe_usage         the lines of MediaPipe Tasks that run a TFLite export ({model}, {image})
+    evaluator, export       "module:Class" of the task's evaluator (eval/) and export (export/)
+
+Layering: tasks/ sits below export/ and eval/ (they build datasets and models through it), so
+the task names its evaluator and export classes by dotted path and imports them only when asked
+(`evaluator_class()`, `export_class()`): the one way a lower layer reaches a higher one, limited
+to the task's own files (tests/test_package_layers.py checks both).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import re
+from collections.abc import Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    name: str
+    build_model: Callable
+    build_dataset: Callable
+    compute_losses: Callable
+    predict: Callable
+    visualize: Callable
+    palette: Callable
+    write_prediction: Callable
+    class_layers: re.Pattern
+    mediapipe_usage: str
+    evaluator: str
+    export: str
+
+    def evaluator_class(self):
+        """The task's `eval.evaluator.Evaluator` subclass."""
+        return _resolve(self.evaluator)
+
+    def export_class(self):
+        """The task's `export.signatures.ServingFunctions` subclass (serving functions, TFLite
+        graph and metadata, and how a runner reads its outputs)."""
+        return _resolve(self.export)
+
+    def make_evaluator(self, config, label_map):
+        return self.evaluator_class()(config, label_map)
+
+    def make_export(self, config, model, label_map, input_size=None, **options):
+        """The export object of a model (serving functions, TFLite graph, details)."""
+        if label_map.num_classes != config.model.num_classes:
+            raise ValueError(
+                f"label map has {label_map.num_classes} classes but model.num_classes is "
+                f"{config.model.num_classes}"
+            )
+        return self.export_class()(config, model, label_map, input_size=input_size, **options)
+
+    def mediapipe_lines(self, model_path: str, image_path: str = "photo.jpg") -> str:
+        return self.mediapipe_usage.format(model=model_path, image=image_path)
+
+
+def _resolve(reference: str):
+    module, name = reference.split(":")
+    return getattr(importlib.import_module(module), name)
