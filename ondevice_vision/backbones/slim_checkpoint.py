@@ -20,8 +20,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ondevice_vision.backbones import specs as specs_lib
-
 # (pattern, reason) of checkpoint variables that are not weights of the network.
 SKIPPED_PATTERNS = (
     (re.compile(r"(^|/)global_step$"), "training step"),
@@ -63,10 +61,6 @@ class ImportReport:
 
 def slim_scope(model_name: str) -> str:
     return "MobilenetEdgeTPU" if model_name == "mobilenet_edgetpu" else "MobilenetV3"
-
-
-def num_blocks(model_name: str) -> int:
-    return len(specs_lib.get_spec(model_name).blocks)
 
 
 def layer_variable_names(layer, scope: str) -> dict[str, keras.Variable]:

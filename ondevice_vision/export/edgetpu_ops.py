@@ -52,7 +52,8 @@ import dataclasses
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 
-POSTPROCESS_OP = "TFLite_Detection_PostProcess"
+from ondevice_vision.export.detection import POSTPROCESS_OP
+
 SOURCE = "https://coral.ai/docs/edgetpu/models-intro/#supported-operations"
 MAX_SOFTMAX_ELEMENTS = 16000
 

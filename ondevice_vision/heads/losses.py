@@ -80,4 +80,4 @@ def detection_loss(
         box_sum /= 4.0
     cls_loss = cls_weight * cls_sum
     box_loss = box_weight * box_sum
-    return {"cls_loss": cls_loss, "box_loss": box_loss, "total": cls_loss + box_loss}
+    return {"cls_loss": cls_loss, "box_loss": box_loss}

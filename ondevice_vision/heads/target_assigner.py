@@ -27,66 +27,6 @@ def pairwise_iou(boxes1, boxes2):
     return _batch_iou(tf.convert_to_tensor(boxes1)[tf.newaxis], boxes2)[0]
 
 
-def assign_targets(
-    gt_boxes,
-    gt_classes,
-    gt_is_crowd,
-    anchors,
-    num_classes: int,
-    matched_threshold: float = 0.5,
-    unmatched_threshold: float = 0.5,
-    force_match_for_each_row: bool = True,
-    scale_factors=box_coder.DEFAULT_SCALE_FACTORS,
-    crowd_matches: str = "ignore",
-) -> dict:
-    """Targets for one image.
-
-    Args:
-      gt_boxes: float [N, 4] normalised yxyx. gt_classes: int [N] contiguous 0..K-1.
-      gt_is_crowd: bool [N]. anchors: float [A, 4]. N may be 0 and unknown at trace time.
-
-    Returns a dict with cls_targets int32 [A] (0 background, k + 1 for class k; ignored anchors also
-    carry 0 but have weight 0), cls_weights float32 [A] (0 for ignored anchors), box_targets
-    float32 [A, 4] (encoded, zeros where not positive), box_weights float32 [A] (1 for positives),
-    num_positives float32 scalar.
-    """
-    # The settings (crowd_matches, thresholds) are checked and applied by assign_targets_batch.
-    gt_boxes = tf.reshape(tf.cast(gt_boxes, tf.float32), [-1, 4])
-    gt_classes = tf.reshape(tf.cast(gt_classes, tf.int32), [-1])
-    gt_is_crowd = tf.reshape(tf.cast(gt_is_crowd, tf.bool), [-1])
-    anchors = tf.reshape(tf.cast(anchors, tf.float32), [-1, 4])
-    num_gt = tf.shape(gt_boxes)[0]
-    checks = [
-        tf.debugging.assert_equal(
-            tf.shape(gt_classes)[0], num_gt, message="assign_targets: gt_classes length != boxes"
-        ),
-        tf.debugging.assert_equal(
-            tf.shape(gt_is_crowd)[0], num_gt, message="assign_targets: gt_is_crowd length != boxes"
-        ),
-        tf.debugging.assert_non_negative(gt_classes, message="assign_targets: negative class"),
-        tf.debugging.assert_less(
-            gt_classes, num_classes, message=f"assign_targets: class index >= {num_classes}"
-        ),
-    ]
-    # One matching implementation: this image as a batch of one, plus a padding row (class -1)
-    # so that an image without boxes still has a row to take the argmax over.
-    with tf.control_dependencies(checks):
-        padded_boxes = tf.concat([gt_boxes, tf.zeros([1, 4], tf.float32)], axis=0)
-    targets = assign_targets_batch(
-        padded_boxes[tf.newaxis],
-        tf.concat([gt_classes, [-1]], axis=0)[tf.newaxis],
-        tf.concat([gt_is_crowd, [False]], axis=0)[tf.newaxis],
-        anchors,
-        num_classes=num_classes,
-        matched_threshold=matched_threshold,
-        unmatched_threshold=unmatched_threshold,
-        force_match_for_each_row=force_match_for_each_row,
-        scale_factors=scale_factors,
-        crowd_matches=crowd_matches,
-    )
-    return {k: v[0] for k, v in targets.items()}
-
-
 def assign_targets_batch(
     gt_boxes,
     gt_classes,
@@ -99,17 +39,19 @@ def assign_targets_batch(
     scale_factors=box_coder.DEFAULT_SCALE_FACTORS,
     crowd_matches: str = "ignore",
 ) -> dict:
-    """`assign_targets` for a padded batch at once: the same targets, image by image (the one
-    implementation of the matching; `assign_targets` is a batch of one).
+    """Anchor targets of a padded batch of images, each image's as if matched alone.
 
     Args:
-      gt_boxes: float [B, N, 4]. gt_classes: int [B, N], -1 marks a padding row (padding rows
-        follow an image's real rows).
+      gt_boxes: float [B, N, 4] normalised yxyx. gt_classes: int [B, N] contiguous 0..K-1, -1
+        marks a padding row (padding rows follow an image's real rows; N >= 1).
       gt_is_crowd: bool [B, N]. anchors: float [A, 4].
 
-    Returns the dict of `assign_targets` with a leading batch dimension. One set of vectorised
-    ops per batch instead of per image: in tf.data the per-op overhead of ~40 small ops per image
-    cost more than the arithmetic. Rows are cut to the batch's largest box count first.
+    Returns a dict with cls_targets int32 [B, A] (0 background, k + 1 for class k; ignored anchors
+    also carry 0 but have weight 0), cls_weights float32 [B, A] (0 for ignored anchors),
+    box_targets float32 [B, A, 4] (encoded, zeros where not positive), box_weights float32 [B, A]
+    (1 for positives), num_positives float32 [B]. One set of vectorised ops per batch instead of
+    per image: in tf.data the per-op overhead of ~40 small ops per image cost more than the
+    arithmetic. Rows are cut to the batch's largest box count first.
     """
     if crowd_matches not in CROWD_MATCHES:
         raise ValueError(f"crowd_matches must be one of {CROWD_MATCHES}, got {crowd_matches!r}")
@@ -119,7 +61,17 @@ def assign_targets_batch(
             f"matched_threshold {matched_threshold}"
         )
     gt_classes = tf.cast(gt_classes, tf.int32)
-    valid = gt_classes >= 0
+    rows = tf.shape(gt_boxes)[:2]
+    shapes = [
+        tf.debugging.assert_equal(
+            tf.shape(gt_classes), rows, message="assign_targets: gt_classes length != boxes"
+        ),
+        tf.debugging.assert_equal(
+            tf.shape(gt_is_crowd), rows, message="assign_targets: gt_is_crowd length != boxes"
+        ),
+    ]
+    with tf.control_dependencies(shapes):
+        valid = gt_classes >= 0
     # Padding rows come after an image's boxes, so the largest count of boxes covers them all.
     # At least one row: argmax over an empty axis fails (a padding row then matches nothing).
     rows_used = tf.maximum(tf.reduce_max(tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)), 1)

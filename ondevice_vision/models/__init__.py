@@ -9,7 +9,7 @@ Anchors, box coding, matching, losses and post-processing live in ondevice_visio
 """
 
 from ondevice_vision.backbones import BACKBONES, Backbone, build_backbone
-from ondevice_vision.models.lraspp import Segmenter, build_segmenter
+from ondevice_vision.models.lraspp import Segmenter
 from ondevice_vision.models.ssdlite import SSDLiteDetector, build_detector
 
 __all__ = [
@@ -19,5 +19,4 @@ __all__ = [
     "Segmenter",
     "build_backbone",
     "build_detector",
-    "build_segmenter",
 ]

@@ -55,6 +55,8 @@ _ENDPOINTS = ("lraspp_low", "lraspp_high")
 class Segmenter(keras.Model):
     """Backbone (a nested `Backbone`, `self.backbone`) + LR-ASPP decoder.
 
+    `Segmenter("mobilenet_v3_large", 19)` is the paper's V3-Large RF2 LR-ASPP F=128.
+
     Input: pixels in [0, 255], uint8 or float, any size. Output: float32 logits
     [B, H, W, num_classes] at the input resolution (also under a mixed-precision policy).
     `attention_pool_strides` overrides the strides derived from `crop_size` (see lraspp_decoder.py).
@@ -158,35 +160,3 @@ class Segmenter(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
-
-
-def build_segmenter(
-    backbone: str,
-    num_classes: int,
-    depth_multiplier: float = 1.0,
-    reduced_tail="segmentation",
-    output_stride: int = 16,
-    head_filters: int = 128,
-    attention_pooling: str = "paper",
-    crop_size=(769, 769),
-    bn_momentum: float = 0.99,
-    input_shape=(None, None, 3),
-    attention_pool_strides=None,
-    lraspp_variant: str = "paper",
-) -> Segmenter:
-    """`build_segmenter("mobilenet_v3_large", 19)` is the paper's V3-Large RF2 LR-ASPP F=128;
-    with `output_stride=32, lraspp_variant="deeplab"` DeepLab's released one."""
-    return Segmenter(
-        backbone=backbone,
-        num_classes=num_classes,
-        depth_multiplier=depth_multiplier,
-        reduced_tail=reduced_tail,
-        output_stride=output_stride,
-        head_filters=head_filters,
-        attention_pooling=attention_pooling,
-        crop_size=crop_size,
-        attention_pool_strides=attention_pool_strides,
-        bn_momentum=bn_momentum,
-        input_shape=input_shape,
-        lraspp_variant=lraspp_variant,
-    )

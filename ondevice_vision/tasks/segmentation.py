@@ -19,7 +19,7 @@ from ondevice_vision.data import cityscapes_labels, segmentation_augment
 from ondevice_vision.data.label_map import IGNORE_LABEL, LabelMap
 from ondevice_vision.data.pipeline import prepare_task_source
 from ondevice_vision.data.segmentation_sources import load_segmentation_source, source_label_map
-from ondevice_vision.models.lraspp import build_segmenter
+from ondevice_vision.models.lraspp import Segmenter
 from ondevice_vision.tasks import segmentation_inference, segmentation_loss
 from ondevice_vision.tasks.task import Task
 
@@ -30,9 +30,9 @@ BEST_METRIC = "mIoU"
 
 def build_model(config):
     m = config.model
-    return build_segmenter(
-        m.backbone,
-        m.num_classes,
+    return Segmenter(
+        backbone=m.backbone,
+        num_classes=m.num_classes,
         depth_multiplier=m.depth_multiplier,
         reduced_tail=m.reduced_tail,
         output_stride=m.output_stride,

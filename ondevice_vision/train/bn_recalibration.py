@@ -22,15 +22,16 @@ import tensorflow as tf
 from absl import logging
 
 
-def batch_norm_layers(layer) -> list[keras.layers.BatchNormalization]:
-    """The BN layers of a model (nested models included) whose statistics training updates."""
+def batch_norm_layers(layer, trainable_only: bool = True) -> list[keras.layers.BatchNormalization]:
+    """The BN layers of a model (nested models included); by default those whose statistics
+    training updates."""
     found = []
     for child in getattr(layer, "layers", []):
         if isinstance(child, keras.layers.BatchNormalization):
-            if child.trainable:
+            if child.trainable or not trainable_only:
                 found.append(child)
         else:
-            found.extend(batch_norm_layers(child))
+            found.extend(batch_norm_layers(child, trainable_only))
     return found
 
 

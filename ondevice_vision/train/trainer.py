@@ -30,7 +30,7 @@ from ondevice_vision.eval.best_checkpoint import BestCheckpoint
 from ondevice_vision.progress import Progress
 from ondevice_vision.quantization import qat
 from ondevice_vision.tasks import recorded_labels
-from ondevice_vision.train.bn_recalibration import BatchNormRecalibration
+from ondevice_vision.train.bn_recalibration import BatchNormRecalibration, batch_norm_layers
 from ondevice_vision.train.ema import WeightAverages
 from ondevice_vision.train.freezing import apply_trainable
 from ondevice_vision.train.init_from_checkpoint import initialise_from_checkpoint
@@ -61,13 +61,6 @@ def _dtype_policy(mixed_precision: str | None):
         yield
     finally:
         keras.mixed_precision.set_global_policy(previous)
-
-
-def _batch_norm_layers(layer):
-    for child in getattr(layer, "layers", []):
-        if isinstance(child, keras.layers.BatchNormalization):
-            yield child
-        yield from _batch_norm_layers(child)
 
 
 def _float32(outputs):
@@ -151,7 +144,7 @@ class Trainer:
                 ", dynamic loss scaling" if mixed_precision == "float16" else "",
             )
         if tc.get("sync_batch_norm"):
-            for layer in _batch_norm_layers(self.model):
+            for layer in batch_norm_layers(self.model, trainable_only=False):
                 layer.synchronized = True
         self.regularized = [
             v for v in self.model.trainable_variables if v.name in REGULARIZED_WEIGHTS

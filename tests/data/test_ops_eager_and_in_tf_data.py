@@ -61,9 +61,9 @@ DETERMINISTIC = {
         lambda image, mask: segmentation_augment.preprocess_eval({"image": image, "mask": mask}),
         (IMAGE, MASK),
     ),
-    "assign_targets": (
-        lambda b, c, k: target_assigner.assign_targets(
-            b, c, k, tf.constant(ANCHORS), num_classes=3
+    "assign_targets_batch": (
+        lambda b, c, k: target_assigner.assign_targets_batch(
+            b[tf.newaxis], c[tf.newaxis], k[tf.newaxis], tf.constant(ANCHORS), num_classes=3
         ),
         (BOXES, CLASSES, CROWD),
     ),

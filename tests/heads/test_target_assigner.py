@@ -23,8 +23,16 @@ def _assign(boxes, classes, crowd=None, anchors=QUADRANT_ANCHORS, num_classes=5,
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     classes = np.asarray(classes, np.int32).reshape(-1)
     crowd = np.zeros(len(classes), bool) if crowd is None else np.asarray(crowd, bool)
-    out = ta.assign_targets(boxes, classes, crowd, anchors, num_classes, **kwargs)
-    return {k: v.numpy() for k, v in out.items()}
+    # One image as a batch of one, with one padding row (an image may have no boxes).
+    out = ta.assign_targets_batch(
+        np.concatenate([boxes, np.zeros((1, 4), np.float32)])[np.newaxis],
+        np.concatenate([classes, [-1]]).astype(np.int32)[np.newaxis],
+        np.concatenate([crowd, [False]])[np.newaxis],
+        anchors,
+        num_classes,
+        **kwargs,
+    )
+    return {k: v[0].numpy() for k, v in out.items()}
 
 
 def _np_iou(a, b):
@@ -211,7 +219,18 @@ def test_runs_inside_tf_data_map_with_unknown_box_count():
             tf.TensorSpec([None], tf.bool),
         ),
     )
-    ds = ds.map(lambda b, c, k: ta.assign_targets(b, c, k, anchors, num_classes=5))
+
+    def assign(boxes, classes, crowd):  # a batch of one with a padding row, as `_assign`
+        out = ta.assign_targets_batch(
+            tf.concat([boxes, tf.zeros([1, 4])], 0)[tf.newaxis],
+            tf.concat([classes, [-1]], 0)[tf.newaxis],
+            tf.concat([crowd, [False]], 0)[tf.newaxis],
+            anchors,
+            num_classes=5,
+        )
+        return {k: v[0] for k, v in out.items()}
+
+    ds = ds.map(assign)
     for key in ("cls_targets", "cls_weights", "box_weights"):
         assert ds.element_spec[key].shape == (len(anchors),)
     results = list(ds)

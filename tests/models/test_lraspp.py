@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from ondevice_vision.backbones import BACKBONES
 from ondevice_vision.model_stats import count_madds, count_params
-from ondevice_vision.models.lraspp import Segmenter, build_segmenter
+from ondevice_vision.models.lraspp import Segmenter
 from ondevice_vision.models.lraspp_decoder import (
     AttentionPooling,
     ResizeToMatch,
@@ -96,9 +96,9 @@ def test_bad_pooling_options_are_rejected():
     with pytest.raises(ValueError, match="window"):
         AttentionPooling("paper", window=(0, 3))
     with pytest.raises(ValueError, match="attention_pooling"):
-        build_segmenter("mobilenet_v3_small", 3, attention_pooling="mean")
+        Segmenter("mobilenet_v3_small", 3, attention_pooling="mean")
     with pytest.raises(ValueError, match="output_stride"):
-        build_segmenter("mobilenet_v3_small", 3, output_stride=4)
+        Segmenter("mobilenet_v3_small", 3, output_stride=4)
 
 
 def test_custom_layers_config_round_trip():
@@ -197,7 +197,7 @@ def test_counts_reproduce_the_paper(name):
     paper_params, paper_madds_os16, paper_madds_os32 = PAPER[name]
     madds = {}
     for output_stride in (16, 32):
-        model = build_segmenter(name, 19, output_stride=output_stride)
+        model = Segmenter(name, 19, output_stride=output_stride)
         madds[output_stride] = count_madds(model, FULL)
         # The decoder on top of the backbone is exactly the paper's Figure 10.
         backbone = model.backbone
@@ -218,7 +218,7 @@ def test_counts_reproduce_the_paper(name):
 
 
 def test_head_options_change_the_counts_as_expected():
-    model = build_segmenter(
+    model = Segmenter(
         "mobilenet_v3_small", 7, head_filters=256, attention_pooling="global", reduced_tail=None
     )
     backbone = model.backbone
@@ -239,7 +239,7 @@ def test_head_options_change_the_counts_as_expected():
 
 @pytest.fixture(scope="module")
 def small_segmenter():
-    return build_segmenter("mobilenet_v3_small", 5)
+    return Segmenter("mobilenet_v3_small", 5)
 
 
 @pytest.mark.parametrize("size", [(97, 131), (256, 512), (33, 17), (1, 1)])
@@ -261,7 +261,7 @@ def test_uint8_input_gives_the_same_logits(small_segmenter):
 
 
 def test_global_pooling_and_output_stride_32_shapes():
-    model = build_segmenter(
+    model = Segmenter(
         "mobilenet_v3_small", 2, attention_pooling="global", output_stride=32, head_filters=16
     )
     assert model.get_layer("lraspp_attention_pool").mode == "global"
@@ -269,17 +269,17 @@ def test_global_pooling_and_output_stride_32_shapes():
 
 
 def test_paper_pooling_window_follows_crop_and_output_stride():
-    model = build_segmenter("mobilenet_v3_small", 2, output_stride=32, crop_size=(513, 1025))
+    model = Segmenter("mobilenet_v3_small", 2, output_stride=32, crop_size=(513, 1025))
     pool = model.get_layer("lraspp_attention_pool")
     assert pool.window == (17, 33)
-    model = build_segmenter("mobilenet_v3_small", 2, attention_pool_strides=(4, 5))
+    model = Segmenter("mobilenet_v3_small", 2, attention_pool_strides=(4, 5))
     pool = model.get_layer("lraspp_attention_pool")
     assert pool.window == (49, 49) and pool.strides == (4, 5)
 
 
 @pytest.mark.parametrize("name", BACKBONES)
 def test_every_backbone_builds_and_runs(name):
-    model = build_segmenter(name, 3)
+    model = Segmenter(name, 3)
     out = model(_images(1, 64, 64), training=False)
     assert tuple(out.shape) == (1, 64, 64, 3) and out.dtype == tf.float32
 
@@ -288,7 +288,7 @@ def test_mixed_precision_output_is_float32():
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16")
     try:
-        model = build_segmenter("mobilenet_v3_small", 4, head_filters=16)
+        model = Segmenter("mobilenet_v3_small", 4, head_filters=16)
         assert model.get_layer("lraspp_gate").compute_dtype == "float16"
         out = model(_images(1, 48, 40), training=False)
     finally:
@@ -310,7 +310,7 @@ def test_keras_file_round_trip(tmp_path, small_segmenter):
 
 
 def test_segmenter_config_round_trip():
-    model = build_segmenter(
+    model = Segmenter(
         "mobilenet_v3_small_minimalistic",
         4,
         depth_multiplier=0.75,

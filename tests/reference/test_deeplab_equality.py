@@ -13,16 +13,14 @@ from ondevice_vision.backbones.slim_checkpoint import CheckpointMismatchError
 from ondevice_vision.configs import lraspp_mobilenet_v3_small_cityscapes_deeplab
 from ondevice_vision.importers import deeplab
 from ondevice_vision.importers.main import import_checkpoint
-from ondevice_vision.models.lraspp import build_segmenter
+from ondevice_vision.models.lraspp import Segmenter
 from tests.reference import reference_harness
 
 CROP = 129  # od_api_reference.DEEPLAB_CROP
 
 
 def _segmenter(backbone, variant="deeplab"):
-    return build_segmenter(
-        backbone, 19, output_stride=32, crop_size=(CROP, CROP), lraspp_variant=variant
-    )
+    return Segmenter(backbone, 19, output_stride=32, crop_size=(CROP, CROP), lraspp_variant=variant)
 
 
 @pytest.mark.parametrize("builder", ["large", "small"])

@@ -11,7 +11,6 @@ import importlib
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from ondevice_vision.heads import losses, target_assigner
 from ondevice_vision.heads.anchors import anchor_boxes
@@ -110,6 +109,20 @@ def test_postprocessed_detections_equal(reference_dir, name):
     )
 
 
+def _padded_batch(data):
+    """The reference inputs as a padded batch: class -1 past each image's box count (at least
+    one padding row, for the image without boxes)."""
+    rows = data["gt_boxes"].shape[1] + 1
+    boxes = np.zeros((len(data["gt_counts"]), rows, 4), np.float32)
+    classes = np.full((len(data["gt_counts"]), rows), -1, np.int32)
+    crowd = np.zeros((len(data["gt_counts"]), rows), bool)
+    for i, count in enumerate(data["gt_counts"]):
+        boxes[i, :count] = data["gt_boxes"][i, :count]
+        classes[i, :count] = data["gt_classes"][i, :count]
+        crowd[i, :count] = data["gt_is_crowd"][i, :count]
+    return boxes, classes, crowd
+
+
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_training_loss_equal(reference_dir, name):
     """Crowd box, a box across the border and an image without boxes, as the OD API's loss()."""
@@ -119,23 +132,16 @@ def test_training_loss_equal(reference_dir, name):
     ours = _outputs(reference_dir, name)
     model = _imported(reference_dir, name)[0]
     anchors = anchor_boxes(model.anchor_options, model.num_feature_maps, (320, 320))
-    per_image = []
-    for i, count in enumerate(data["gt_counts"]):
-        per_image.append(
-            target_assigner.assign_targets(
-                data["gt_boxes"][i, :count],
-                data["gt_classes"][i, :count],
-                data["gt_is_crowd"][i, :count],
-                anchors,
-                num_classes=m.num_classes,
-                matched_threshold=m.matcher.matched_threshold,
-                unmatched_threshold=m.matcher.unmatched_threshold,
-                force_match_for_each_row=m.matcher.force_match,
-                scale_factors=tuple(m.anchors.box_scale_factors),
-                crowd_matches=m.matcher.crowd_matches,
-            )
-        )
-    targets = {k: tf.stack([t[k] for t in per_image]) for k in per_image[0]}
+    targets = target_assigner.assign_targets_batch(
+        *_padded_batch(data),
+        anchors,
+        num_classes=m.num_classes,
+        matched_threshold=m.matcher.matched_threshold,
+        unmatched_threshold=m.matcher.unmatched_threshold,
+        force_match_for_each_row=m.matcher.force_match,
+        scale_factors=tuple(m.anchors.box_scale_factors),
+        crowd_matches=m.matcher.crowd_matches,
+    )
     loss = losses.detection_loss(
         ours["box_outputs"],
         ours["class_outputs"],
@@ -163,14 +169,12 @@ def test_crowd_box_matters_in_the_loss_batch(reference_dir):
     data = np.load(f"{reference_dir}/inputs.npz")
     model = _imported(reference_dir, "ssdlite_v3_large")[0]
     anchors = anchor_boxes(model.anchor_options, model.num_feature_maps, (320, 320))
-    count = data["gt_counts"][0]
-    args = (data["gt_boxes"][0, :count], data["gt_classes"][0, :count])
-    crowd = data["gt_is_crowd"][0, :count]
+    boxes, classes, crowd = (x[:1] for x in _padded_batch(data))
     assert crowd.any()
-    positive = target_assigner.assign_targets(
-        *args, crowd, anchors, num_classes=90, crowd_matches="positive"
+    positive = target_assigner.assign_targets_batch(
+        boxes, classes, crowd, anchors, num_classes=90, crowd_matches="positive"
     )
-    ignore = target_assigner.assign_targets(
-        *args, crowd, anchors, num_classes=90, crowd_matches="ignore"
+    ignore = target_assigner.assign_targets_batch(
+        boxes, classes, crowd, anchors, num_classes=90, crowd_matches="ignore"
     )
-    assert positive["num_positives"] > ignore["num_positives"]
+    assert positive["num_positives"][0] > ignore["num_positives"][0]
