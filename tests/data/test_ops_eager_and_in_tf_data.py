@@ -63,7 +63,7 @@ DETERMINISTIC = {
     ),
     "assign_targets_batch": (
         lambda b, c, k: target_assigner.assign_targets_batch(
-            b[tf.newaxis], c[tf.newaxis], k[tf.newaxis], tf.constant(ANCHORS), num_classes=3
+            tf.reshape(b, [1, -1, 4]), c[tf.newaxis], k[tf.newaxis], ANCHORS, num_classes=3
         ),
         (BOXES, CLASSES, CROWD),
     ),
