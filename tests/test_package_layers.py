@@ -151,6 +151,13 @@ def _task_name_comparisons(package: pathlib.Path, names: set[str], own: set[path
     return found
 
 
+def test_the_config_check_knows_the_registry_tasks():
+    """configs/ cannot import the registry (it sits below TensorFlow), so it lists the names."""
+    from ondevice_vision.configs import checks
+
+    assert set(checks.TASKS) == _task_names()
+
+
 def test_no_module_outside_the_tasks_compares_a_task_name():
     """What differs between tasks is asked of the Task (tasks/task.py), never branched on."""
     own = _task_own_files()

@@ -1,11 +1,33 @@
-"""Range checks of a config, run before anything is built or read.
+"""Range and choice checks of a config, run before anything is built or read.
 
 A value out of range otherwise surfaces late and far from its cause: `checkpoint_every_steps=0`
 as a ZeroDivisionError after training with nothing saved, `batch_size=0` deep inside TensorFlow,
-a negative learning rate not at all. Each problem names its key.
+a negative learning rate not at all. Each problem names its key. The choices of every enum-valued
+key are defined here, and the modules that act on them import them from here.
 """
 
 from __future__ import annotations
+
+TASKS = ("detection", "segmentation")
+NAN_POLICIES = ("stop", "skip")
+OPTIMIZERS = ("momentum", "adam")
+SCHEDULES = ("cosine", "poly", "constant")
+DATA_SERVICE_SHARDING = ("off", "dynamic")
+INIT_CHECKPOINT_MODES = ("all_but_class_layers", "backbone", "strict")
+# The Object Detection API's names of the first two.
+INIT_CHECKPOINT_ALIASES = {"detection": "all_but_class_layers", "classification": "backbone"}
+ANCHOR_MATCHING = ("train_step", "input_pipeline")
+CLASS_INDEX = ("contiguous", "category_id")
+CROWD_MATCHES = ("positive", "ignore")
+COCO_UNLABELED = ("background", "ignore")
+ATTENTION_POOLING = ("paper", "global")
+LRASPP_VARIANTS = ("paper", "deeplab")
+OUTPUT_STRIDES = (8, 16, 32)
+
+
+def _one_of(choices) -> str:
+    return "one of " + ", ".join(repr(c) for c in choices)
+
 
 # (key, test, what it must be). Keys that a config lacks are skipped (older configs, other tasks).
 _POSITIVE = "a positive integer"
@@ -54,11 +76,27 @@ _RULES = [
     ("model.depth_multiplier", lambda v: v > 0, "positive"),
     ("model.input_size", lambda v: len(v) == 2 and min(v) > 0, "two positive sizes (H, W)"),
     ("data.crop_size", lambda v: len(v) == 2 and min(v) > 0, "two positive sizes (H, W)"),
+    ("data.anchor_matching", lambda v: v in ANCHOR_MATCHING, _one_of(ANCHOR_MATCHING)),
+    ("task", lambda v: v in TASKS, _one_of(TASKS)),
+    ("train.nan_policy", lambda v: v in NAN_POLICIES, _one_of(NAN_POLICIES)),
+    ("train.optimizer", lambda v: v in OPTIMIZERS, _one_of(OPTIMIZERS)),
+    ("train.schedule", lambda v: v in SCHEDULES, _one_of(SCHEDULES)),
     (
-        "data.anchor_matching",
-        lambda v: v in ("train_step", "input_pipeline"),
-        "'train_step' or 'input_pipeline'",
+        "train.data_service_sharding",
+        lambda v: v in DATA_SERVICE_SHARDING,
+        _one_of(DATA_SERVICE_SHARDING),
     ),
+    (
+        "train.init_checkpoint_mode",
+        lambda v: v in INIT_CHECKPOINT_MODES or v in INIT_CHECKPOINT_ALIASES,
+        _one_of([*INIT_CHECKPOINT_MODES, *INIT_CHECKPOINT_ALIASES]),
+    ),
+    ("data.class_index", lambda v: v in CLASS_INDEX, _one_of(CLASS_INDEX)),
+    ("data.coco_unlabeled", lambda v: v in COCO_UNLABELED, _one_of(COCO_UNLABELED)),
+    ("model.matcher.crowd_matches", lambda v: v in CROWD_MATCHES, _one_of(CROWD_MATCHES)),
+    ("model.attention_pooling", lambda v: v in ATTENTION_POOLING, _one_of(ATTENTION_POOLING)),
+    ("model.lraspp_variant", lambda v: v in LRASPP_VARIANTS, _one_of(LRASPP_VARIANTS)),
+    ("model.output_stride", lambda v: v in OUTPUT_STRIDES, _one_of(OUTPUT_STRIDES)),
 ]
 
 

@@ -33,10 +33,11 @@ import tensorflow as tf
 from absl import logging
 from pycocotools import mask as mask_utils
 
+from ondevice_vision.configs import checks
 from ondevice_vision.data import coco_folder, dataset_paths, image_decode
 from ondevice_vision.data.label_map import IGNORE_LABEL, LabelMap
 
-UNLABELED = ("background", "ignore")
+UNLABELED = checks.COCO_UNLABELED
 BACKGROUND_ID = -1
 
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from ondevice_vision.configs import checks
 from ondevice_vision.heads import box_coder
 
 UNMATCHED = -1
 IGNORED = -2
-CROWD_MATCHES = ("positive", "ignore")
+CROWD_MATCHES = checks.CROWD_MATCHES
 
 
 def pairwise_iou(boxes1, boxes2):

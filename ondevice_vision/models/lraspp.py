@@ -40,6 +40,7 @@ from __future__ import annotations
 import keras
 
 from ondevice_vision.backbones import build_backbone
+from ondevice_vision.configs import checks
 from ondevice_vision.models.lraspp_decoder import (
     ATTENTION_POOLING,
     DEEPLAB_POOL_STRIDES,
@@ -88,7 +89,7 @@ class Segmenter(keras.Model):
             raise ValueError(
                 f"attention_pooling must be one of {ATTENTION_POOLING}, got {attention_pooling!r}"
             )
-        if output_stride not in (8, 16, 32):
+        if output_stride not in checks.OUTPUT_STRIDES:
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
         crop_size = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
         window, strides = paper_pooling_geometry(crop_size, output_stride)

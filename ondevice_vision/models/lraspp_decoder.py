@@ -46,8 +46,10 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-ATTENTION_POOLING = ("paper", "global")
-LRASPP_VARIANTS = ("paper", "deeplab")
+from ondevice_vision.configs import checks
+
+ATTENTION_POOLING = checks.ATTENTION_POOLING
+LRASPP_VARIANTS = checks.LRASPP_VARIANTS
 # DeepLab's `image_pooling_stride=4,5` (g3doc/model_zoo.md) and `q_sigmoid` factor (core/utils.py).
 DEEPLAB_POOL_STRIDES = (4, 5)
 DEEPLAB_QSIGMOID_SCALE = 0.16667

@@ -59,10 +59,6 @@ def model_label_map(config, source_map: LabelMap) -> LabelMap:
             )
         names = tuple(by_id.get(i + 1, unused_name(i + 1)) for i in range(size))
         return LabelMap(names=names, dataset_ids=tuple(range(1, size + 1)))
-    if config.data.class_index != "contiguous":
-        raise ValueError(
-            f"data.class_index must be 'contiguous' or 'category_id', got {config.data.class_index!r}"
-        )
     if source_map.num_classes > config.model.num_classes:
         raise ValueError(
             f"the data has {source_map.num_classes} classes ({', '.join(source_map.names[:5])}, "
@@ -181,7 +177,7 @@ def build_dataset(config, split: str, batch_size: int, input_context=None, repea
 
 
 def _matches_in_train_step(config) -> bool:
-    return config.data.get("anchor_matching", "input_pipeline") == "train_step"
+    return config.data.anchor_matching == "train_step"
 
 
 def compute_losses(config, outputs, labels) -> tuple[dict, tf.Tensor]:

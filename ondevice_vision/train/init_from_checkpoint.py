@@ -35,8 +35,10 @@ from tensorflow.core.protobuf import trackable_object_graph_pb2
 from tensorflow.python.checkpoint import graph_view
 from tensorflow.python.trackable import trackable_utils
 
-MODES = ("all_but_class_layers", "backbone", "strict")
-ALIASES = {"detection": "all_but_class_layers", "classification": "backbone"}
+from ondevice_vision.configs import checks
+
+MODES = checks.INIT_CHECKPOINT_MODES
+ALIASES = checks.INIT_CHECKPOINT_ALIASES
 BACKBONE_LAYER = "backbone"
 _LISTED = 5
 _LISTED_LAYERS = 8

@@ -7,6 +7,8 @@ import math
 import keras
 import tensorflow as tf
 
+from ondevice_vision.configs import checks
+
 
 @keras.saving.register_keras_serializable(package="ondevice_vision")
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
@@ -26,7 +28,7 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         poly_power: float = 0.9,
         end_learning_rate: float = 0.0,
     ):
-        if schedule not in ("cosine", "poly", "constant"):
+        if schedule not in checks.SCHEDULES:
             raise ValueError(f"train.schedule must be cosine, poly or constant, got {schedule!r}")
         if total_steps <= 0:
             raise ValueError(f"train.total_steps must be positive, got {total_steps}")

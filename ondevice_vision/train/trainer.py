@@ -42,7 +42,6 @@ from ondevice_vision.workdir_lock import workdir_lock
 
 REGULARIZED_WEIGHTS = ("kernel", "depthwise_kernel")
 MIXED_PRECISION = ("float16", "bfloat16")
-NAN_POLICIES = ("stop", "skip")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -93,8 +92,6 @@ class Trainer:
                 f"train.batch_size {self.global_batch} is not divisible by the {replicas} replicas"
             )
         self.per_replica_batch = self.global_batch // replicas
-        if tc.nan_policy not in NAN_POLICIES:
-            raise ValueError(f"train.nan_policy must be stop or skip, got {tc.nan_policy!r}")
         self.label_map = None  # the training data's, once its dataset is built
         self.input = TrainInput(
             strategy,
@@ -294,7 +291,7 @@ class Trainer:
     def _initialise_weights(self):
         tc = self.config.train
         if tc.get("init_checkpoint"):
-            mode = tc.get("init_checkpoint_mode") or "strict"
+            mode = tc.init_checkpoint_mode
             initialise_from_checkpoint(self.model, tc.init_checkpoint, mode, self.task.class_layers)
         if tc.get("imagenet_weights"):
             from ondevice_vision.backbones import load_imagenet_weights

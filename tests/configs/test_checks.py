@@ -39,6 +39,39 @@ def test_out_of_range_values_name_their_key(key, value):
         check_config(config)
 
 
+@pytest.mark.parametrize(
+    "module,key,value",
+    [
+        (ssdlite_mobilenet_v3_small_shapes, "task", "keypoints"),
+        (ssdlite_mobilenet_v3_small_shapes, "train.nan_policy", "ignore"),
+        (ssdlite_mobilenet_v3_small_shapes, "train.data_service_sharding", "static"),
+        (ssdlite_mobilenet_v3_small_shapes, "train.init_checkpoint_mode", "everything"),
+        (ssdlite_mobilenet_v3_small_shapes, "data.anchor_matching", "host"),
+        (ssdlite_mobilenet_v3_small_shapes, "data.class_index", "dataset_id"),
+        (ssdlite_mobilenet_v3_small_shapes, "model.matcher.crowd_matches", "negative"),
+        (lraspp_mobilenet_v3_small_shapes, "model.attention_pooling", "mean"),
+        (lraspp_mobilenet_v3_small_shapes, "model.output_stride", 4),
+        (lraspp_mobilenet_v3_small_shapes, "data.coco_unlabeled", "drop"),
+    ],
+)
+def test_unknown_choices_name_their_key_and_the_choices(module, key, value):
+    config = module.get_config()
+    *path, name = key.split(".")
+    node = config
+    for part in path:
+        node = node[part]
+    node[name] = value
+    (problem,) = config_problems(config)
+    assert problem.startswith(f"config.{key}: must be one of ") and repr(value) in problem
+
+
+def test_init_checkpoint_aliases_are_choices():
+    config = ssdlite_mobilenet_v3_small_shapes.get_config()
+    for mode in ("detection", "classification", "strict"):
+        config.train.init_checkpoint_mode = mode
+        assert config_problems(config) == []
+
+
 def test_config_arguments_are_whole_words():
     with pytest.raises(ValueError, match="unknown config argument smok"):
         ssdlite_mobilenet_v3_small_shapes.get_config("smok")
