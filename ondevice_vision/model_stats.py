@@ -17,6 +17,8 @@ import keras
 import numpy as np
 from keras import layers
 
+from ondevice_vision import keras_private
+
 
 def count_params(model: keras.Model) -> dict:
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
@@ -57,7 +59,7 @@ def _trace(model, inputs, records):
 
     def operation_fn(op):
         def call(*args, **kwargs):
-            if isinstance(op, keras.Model) and hasattr(op, "_run_through_graph"):
+            if keras_private.is_functional(op):
                 flat = _flatten_model_inputs(op, args)
                 return _trace(op, flat, records)
             out = op.compute_output_spec(*args, **kwargs)
@@ -67,7 +69,7 @@ def _trace(model, inputs, records):
 
         return call
 
-    return model._run_through_graph(inputs, operation_fn=operation_fn)
+    return keras_private.run_through_graph(model, inputs, operation_fn)
 
 
 def _flatten_model_inputs(model, args):
@@ -79,7 +81,7 @@ def count_madds(model: keras.Model, input_size) -> int:
     """Multiply-adds of one image of `input_size` (int or (height, width))."""
     if isinstance(input_size, int):
         input_size = (input_size, input_size)
-    if not hasattr(model, "_run_through_graph"):
+    if not keras_private.is_functional(model):
         raise TypeError(f"count_madds needs a functional Keras model, got {type(model).__name__}")
     channels = model.inputs[0].shape[-1]
     spec = keras.KerasTensor((1, *input_size, channels), dtype="float32")

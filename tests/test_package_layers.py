@@ -17,7 +17,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "ondevice_vision"
 # Bottom to top. Units on one line are peers: they may not import each other.
 LAYERS = [
     ["configs"],
-    ["files", "progress", "sizes", "cli"],
+    ["files", "progress", "sizes", "cli", "keras_private"],
     ["workdir_lock"],
     ["checkpoints", "drawing", "backbones", "model_stats"],
     ["data"],

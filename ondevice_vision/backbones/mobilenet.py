@@ -49,6 +49,12 @@ class SlimHardSigmoid(layers.Layer):
     def call(self, x):
         return keras.ops.relu6(x + 3.0) * SLIM_HARD_SIGMOID_SCALE
 
+    def simulate_int8(self, x, quantize):
+        """The gate as int8 TFLite computes it, `quantize(suffix, y)` marking each int8 tensor
+        (quantization-aware training): ADD (+3, ReLU6 fused), then MUL by the scale."""
+        shifted = quantize("/relu6", keras.ops.relu6(x + 3.0))
+        return quantize("/hard_sigmoid", shifted * SLIM_HARD_SIGMOID_SCALE)
+
 
 class _GraphBuilder:
     """Builds the layer graph while tracking stride/dilation and recording endpoints."""

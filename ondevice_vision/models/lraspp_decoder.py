@@ -125,6 +125,18 @@ class AttentionPooling(layers.Layer):
         x = tf.einsum("jw,biwc->bijc", cols, x)
         return tf.cast(x, self.compute_dtype)
 
+    def simulate_int8(self, inputs, quantize):
+        """The pooling as int8 TFLite computes it, `quantize(suffix, y)` marking each int8 tensor
+        (quantization-aware training): at a known size (every export) one AVERAGE_POOL_2D, one
+        int8 output; otherwise two matrix products (FULLY_CONNECTED), each output int8."""
+        if self.mode == "global" or (inputs.shape[1] is not None and inputs.shape[2] is not None):
+            return quantize("", self(inputs))
+        shape = tf.shape(inputs)
+        rows = _averaging_matrix(shape[1], self.window[0], self.strides[0], tf.float32)
+        cols = _averaging_matrix(shape[2], self.window[1], self.strides[1], tf.float32)
+        x = quantize("/rows", tf.einsum("ih,bhwc->biwc", rows, inputs))
+        return quantize("", tf.einsum("jw,biwc->bijc", cols, x))
+
     def compute_output_shape(self, input_shape):
         batch, height, width, channels = input_shape
         if self.mode == "global":

@@ -13,27 +13,23 @@ from __future__ import annotations
 import keras
 from keras import tree
 
+from ondevice_vision import keras_private
+from ondevice_vision.keras_private import is_functional
+from ondevice_vision.keras_private import producing_operation as producer
 
-def producer(tensor):
-    """The operation that made a symbolic Keras tensor (None for a model input)."""
-    history = getattr(tensor, "_keras_history", None)
-    return None if history is None else history.operation
+__all__ = ["consumers", "is_functional", "producer", "run"]
 
 
 def consumers(model) -> dict:
     """id(symbolic tensor) -> the operations of `model`'s graph that take it as an input."""
     result = {}
-    for nodes in model._nodes_by_depth.values():
+    for nodes in keras_private.nodes_by_depth(model).values():
         for node in nodes:
             if node.operation is None or node.is_input:
                 continue
             for tensor in node.input_tensors:
                 result.setdefault(id(tensor), []).append(node.operation)
     return result
-
-
-def is_functional(operation) -> bool:
-    return isinstance(operation, keras.Model) and hasattr(operation, "_nodes_by_depth")
 
 
 def run(model, inputs, training: bool, rewrite):
@@ -46,8 +42,9 @@ def run(model, inputs, training: bool, rewrite):
     values = {}
     for symbolic, value in zip(model.inputs, tree.flatten(inputs), strict=True):
         values[id(symbolic)] = value
-    for depth in sorted(model._nodes_by_depth, reverse=True):
-        for node in model._nodes_by_depth[depth]:
+    by_depth = keras_private.nodes_by_depth(model)
+    for depth in sorted(by_depth, reverse=True):
+        for node in by_depth[depth]:
             operation = node.operation
             if operation is None or node.is_input:
                 continue
@@ -67,4 +64,4 @@ def run(model, inputs, training: bool, rewrite):
             for symbolic, value in zip(node.outputs, tree.flatten(outputs), strict=True):
                 values[id(symbolic)] = value
     flat = [values[id(x)] for x in model.outputs]
-    return tree.pack_sequence_as(model._outputs_struct, flat)
+    return keras_private.pack_outputs(model, flat)

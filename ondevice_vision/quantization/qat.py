@@ -34,7 +34,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from ondevice_vision.backbones import mobilenet
+from ondevice_vision import keras_private
 from ondevice_vision.models import lraspp_decoder as decoder
 from ondevice_vision.quantization import graph
 
@@ -92,7 +92,8 @@ class _Plan:
         self.deferred = set()  # id(conv node): computed by the BN that follows it
         self.folded = {}  # id(bn node) -> conv layer
         self.no_range = set()  # id(node) whose output is not quantized apart
-        nodes = [n for ns in model._nodes_by_depth.values() for n in ns if not n.is_input]
+        by_depth = keras_private.nodes_by_depth(model)
+        nodes = [n for ns in by_depth.values() for n in ns if not n.is_input]
         for node in nodes:
             op = node.operation
             if isinstance(op, keras.layers.BatchNormalization):
@@ -100,8 +101,7 @@ class _Plan:
                 conv = graph.producer(x)
                 if isinstance(conv, _CONVS) and len(users.get(id(x), [])) == 1:
                     self.folded[id(node)] = conv
-                    history = x._keras_history
-                    self.deferred.add(id(conv._inbound_nodes[history.node_index]))
+                    self.deferred.add(id(keras_private.producing_node(x)))
         for node in nodes:
             (out,) = node.outputs if len(node.outputs) == 1 else (None,)
             if out is None:
@@ -120,7 +120,7 @@ class _Plan:
 
     @staticmethod
     def _only_feeds_concat(reshape, users) -> bool:
-        (node,) = reshape._inbound_nodes
+        (node,) = keras_private.inbound_nodes(reshape)
         (out,) = node.outputs
         following = users.get(id(out), [])
         return len(following) == 1 and isinstance(following[0], keras.layers.Concatenate)
@@ -216,10 +216,12 @@ class QuantizationSimulator(tf.Module):
             )
         if isinstance(op, keras.layers.Activation):
             return self._activation(op, key)
-        if isinstance(op, mobilenet.SlimHardSigmoid):
-            return lambda x, **kwargs: self._hard_sigmoid(key, x, mobilenet.SLIM_HARD_SIGMOID_SCALE)
-        if isinstance(op, decoder.AttentionPooling) and op.mode != "global":
-            return lambda x, **kwargs: self._attention_pooling(op, key, x)
+        if hasattr(op, "simulate_int8"):
+            # Our custom layers say themselves how int8 TFLite computes them.
+            def quantize(suffix, y):
+                return self.quantize(key + suffix, y)
+
+            return lambda x, **kwargs: op.simulate_int8(x, quantize)
         # ReLU, Add, Multiply, Concatenate, pooling, BN without a conv: the layer, then its range.
         return lambda *args, **kwargs: out(op(*args, training=False, **kwargs))
 
@@ -241,17 +243,6 @@ class QuantizationSimulator(tf.Module):
         # ADD (+3, ReLU6 fused), then MUL by the scale: two int8 tensors.
         shifted = self.quantize(key + "/relu6", tf.nn.relu6(x + 3.0))
         return self.quantize(key + "/hard_sigmoid", shifted * scale)
-
-    def _attention_pooling(self, op, key, x):
-        if x.shape[1] is not None and x.shape[2] is not None:
-            # A known size (every export): one AVERAGE_POOL_2D, one int8 output (models/lraspp_decoder.py).
-            return self.quantize(key, op(x))
-        # Otherwise two matrix products (FULLY_CONNECTED in TFLite), each output int8.
-        shape = tf.shape(x)
-        rows = decoder._averaging_matrix(shape[1], op.window[0], op.strides[0], tf.float32)
-        cols = decoder._averaging_matrix(shape[2], op.window[1], op.strides[1], tf.float32)
-        x = self.quantize(key + "/rows", tf.einsum("ih,bhwc->biwc", rows, x))
-        return self.quantize(key, tf.einsum("jw,biwc->bijc", cols, x))
 
     @staticmethod
     def _folded_conv(conv, bn, x):

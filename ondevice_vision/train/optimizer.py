@@ -8,6 +8,7 @@ import keras
 import tensorflow as tf
 
 from ondevice_vision.configs import checks
+from ondevice_vision.keras_private import SkipGradientAllReduce
 
 
 @keras.saving.register_keras_serializable(package="ondevice_vision")
@@ -87,23 +88,14 @@ def build_schedule(train_config) -> WarmupSchedule:
     )
 
 
-class _PreSummedGradients:
-    """Takes gradients the train step has already summed over replicas.
-
-    Keras' optimizers all-reduce gradients inside `apply()`, after clipping and after the
-    loss-scale wrapper's finite check, so both would see one replica's share and depend on the
-    replica count. The loop sums the gradients itself first; this skips Keras' second sum.
-    """
-
-    def _all_reduce_sum_gradients(self, grads_and_vars):
-        return list(grads_and_vars)
-
-
-class SGD(_PreSummedGradients, keras.optimizers.SGD):
+# Keras' optimizers all-reduce gradients inside `apply()`, after clipping and after the
+# loss-scale wrapper's finite check, so both would see one replica's share and depend on the
+# replica count. The loop sums the gradients itself first; the mixin skips Keras' second sum.
+class SGD(SkipGradientAllReduce, keras.optimizers.SGD):
     pass
 
 
-class Adam(_PreSummedGradients, keras.optimizers.Adam):
+class Adam(SkipGradientAllReduce, keras.optimizers.Adam):
     pass
 
 
