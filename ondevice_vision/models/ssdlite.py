@@ -14,16 +14,10 @@ import tensorflow as tf
 from keras import layers
 
 from ondevice_vision.backbones import build_backbone
-from ondevice_vision.configs import base_detection
 from ondevice_vision.heads import anchors as anchors_lib
 from ondevice_vision.heads import postprocess
 
 EXTRA_DEPTHS = (512, 256, 256, 128)
-# The OD API's ssdlite_mobilenet_v3 anchor generator, box coder and NMS settings: the recipe
-# config's, so a detector built without a config matches one built from it.
-_RECIPE = base_detection.detection_config("mobilenet_v3_large").model
-DEFAULT_ANCHOR_OPTIONS = _RECIPE.anchors.to_dict()
-DEFAULT_POSTPROCESS_OPTIONS = _RECIPE.postprocess.to_dict()
 
 
 def _jsonable(options: dict) -> dict:
@@ -156,8 +150,15 @@ class SSDLiteDetector(keras.Model):
         self.backbone_bn_momentum = backbone_bn_momentum
         self.bn_epsilon = bn_epsilon
         self.image_shape = tuple(input_shape)
-        self.anchor_options = dict(DEFAULT_ANCHOR_OPTIONS, **(anchor_options or {}))
-        self.postprocess_options = dict(DEFAULT_POSTPROCESS_OPTIONS, **(postprocess_options or {}))
+        # The anchor generator, box coder and NMS settings come from the config (its
+        # model.anchors and model.postprocess), the one place their values are written.
+        if anchor_options is None or postprocess_options is None:
+            raise ValueError(
+                "SSDLiteDetector needs anchor_options and postprocess_options (a detection "
+                "config's model.anchors and model.postprocess; build_detector passes them)"
+            )
+        self.anchor_options = dict(anchor_options)
+        self.postprocess_options = dict(postprocess_options)
 
     @property
     def backbone(self):
@@ -216,7 +217,7 @@ class SSDLiteDetector(keras.Model):
 
 def build_detector(model_config) -> SSDLiteDetector:
     """From the `model` section of a detection config."""
-    anchor_options = {k: model_config.anchors[k] for k in DEFAULT_ANCHOR_OPTIONS}
+    anchor_options = model_config.anchors.to_dict()
     per_location = anchors_lib.anchors_per_location(
         num_layers=2 + len(model_config.extra_depths),
         aspect_ratios=tuple(anchor_options["aspect_ratios"]),
@@ -236,5 +237,5 @@ def build_detector(model_config) -> SSDLiteDetector:
         head_bn_momentum=model_config.head_bn_momentum,
         backbone_bn_momentum=model_config.backbone_bn_momentum,
         anchor_options=anchor_options,
-        postprocess_options={k: model_config.postprocess[k] for k in DEFAULT_POSTPROCESS_OPTIONS},
+        postprocess_options=model_config.postprocess.to_dict(),
     )
