@@ -11,8 +11,8 @@ the Task, and no module outside a task's own files compares a task name
     tasks/segmentation.py  LR-ASPP (models/lraspp.py), crops, cross-entropy; evaluator
                            eval/segmentation.py, export export/segmentation.py
 
-A third task is a module that ends in `TASK = Task(...)`, its evaluator and export classes, and a
-line below.
+A third task is a module that ends in `TASK = task_of_module(__name__, ...)`, its evaluator and
+export classes, a line below and its name in configs/checks.py's TASKS.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from ondevice_vision.data.pipeline import prepare_task_source
 from ondevice_vision.heads import anchors as anchors_lib
 from ondevice_vision.heads import losses, target_assigner
 from ondevice_vision.models import ssdlite
-from ondevice_vision.tasks.task import Task
+from ondevice_vision.tasks.task import task_of_module
 
 LOSS_KEYS = ("cls_loss", "box_loss")
 # The metric eval.best_metric defaults to (the best checkpoint, early stopping).
@@ -310,15 +310,9 @@ def write_prediction(
     return {"detections": detections}, picture
 
 
-TASK = Task(
+TASK = task_of_module(
+    __name__,
     name="detection",
-    build_model=build_model,
-    build_dataset=build_dataset,
-    compute_losses=compute_losses,
-    predict=predict,
-    visualize=visualize,
-    palette=palette,
-    write_prediction=write_prediction,
     class_layers=re.compile(r"^class_predictor_\d+_conv$"),
     mediapipe_usage=(
         "import mediapipe as mp\n"

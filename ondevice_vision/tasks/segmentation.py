@@ -21,7 +21,7 @@ from ondevice_vision.data.pipeline import prepare_task_source
 from ondevice_vision.data.segmentation_sources import load_segmentation_source, source_label_map
 from ondevice_vision.models.lraspp import Segmenter
 from ondevice_vision.tasks import segmentation_inference, segmentation_loss
-from ondevice_vision.tasks.task import Task
+from ondevice_vision.tasks.task import task_of_module
 
 CITYSCAPES_SOURCES = ("tfds", "cityscapes_folder")
 # The metric eval.best_metric defaults to (the best checkpoint, early stopping).
@@ -248,7 +248,7 @@ def write_prediction(
     mask_path = os.path.join(output_dir, f"{name}.mask.png")
     semantic = outputs["semantic_map"][0].astype(np.int64)
     names = exported.label_map.names
-    palette = (
+    colours = (
         np.asarray(exported.info.palette, np.uint8)
         if exported.info.palette is not None
         else drawing.default_palette(len(names))
@@ -257,19 +257,13 @@ def write_prediction(
     fractions = {names[k]: round(float(c) / semantic.size, 5) for k, c in enumerate(counts) if c}
     if len(names) <= 256:
         drawing.save_png(semantic.astype(np.uint8), mask_path)
-    picture = drawing.blend_mask(image, semantic, palette, alpha=alpha)
+    picture = drawing.blend_mask(image, semantic, colours, alpha=alpha)
     return {"class_fractions": fractions, "mask": os.path.basename(mask_path)}, picture
 
 
-TASK = Task(
+TASK = task_of_module(
+    __name__,
     name="segmentation",
-    build_model=build_model,
-    build_dataset=build_dataset,
-    compute_losses=compute_losses,
-    predict=predict,
-    visualize=visualize,
-    palette=palette,
-    write_prediction=write_prediction,
     class_layers=re.compile(r"_(high|low)_logits$"),
     mediapipe_usage=(
         "import mediapipe as mp\n"

@@ -1,7 +1,8 @@
 """`Task`: the one interface through which every tool reaches what differs between tasks.
 
-A task module (tasks/detection.py, tasks/segmentation.py) ends in `TASK = Task(...)`; the
-registry in tasks/__init__.py maps the config's `task` name to that module. Fields:
+A task module (tasks/detection.py, tasks/segmentation.py) defines the FUNCTIONS below and ends
+in `TASK = task_of_module(__name__, name=..., ...)`; the registry in tasks/__init__.py maps the
+config's `task` name to that module. Fields:
 
     name                    the config's `task`
     build_model(config)                                       -> keras.Model
@@ -28,7 +29,19 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import re
+import sys
 from collections.abc import Callable
+
+# The fields a task module defines as functions of the same names.
+FUNCTIONS = (
+    "build_model",
+    "build_dataset",
+    "compute_losses",
+    "predict",
+    "visualize",
+    "palette",
+    "write_prediction",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +82,12 @@ class Task:
 
     def mediapipe_lines(self, model_path: str, image_path: str = "photo.jpg") -> str:
         return self.mediapipe_usage.format(model=model_path, image=image_path)
+
+
+def task_of_module(module_name: str, **fields) -> Task:
+    """The Task of a task module: its FUNCTIONS, and `fields` for the rest."""
+    module = sys.modules[module_name]
+    return Task(**{name: getattr(module, name) for name in FUNCTIONS}, **fields)
 
 
 def _resolve(reference: str):
