@@ -253,6 +253,20 @@ def best_dir(workdir: str) -> str:
     return os.path.join(checkpoint_dir(workdir), BEST)
 
 
+def prefix_of(path: str) -> str:
+    """The prefix of a checkpoint given as its prefix or as one of its files: `ckpt-4.index`
+    and `ckpt-4.data-00000-of-00001` name the checkpoint `ckpt-4`."""
+    if tf.io.gfile.exists(path + ".index"):
+        return path
+    name = os.path.basename(path)
+    for marker in (".index", ".data-", ".meta"):
+        if marker in name:
+            prefix = path[: len(path) - len(name) + name.rindex(marker)]
+            if tf.io.gfile.exists(prefix + ".index"):
+                return prefix
+    return path
+
+
 def latest_or_given(workdir: str, checkpoint: str | None = None) -> str:
     """`checkpoint` (a prefix, a directory, or "best": the run's best checkpoint), else the
     newest checkpoint of `workdir`."""
@@ -267,6 +281,7 @@ def latest_or_given(workdir: str, checkpoint: str | None = None) -> str:
             )
         return found
     if checkpoint:
+        checkpoint = prefix_of(checkpoint)
         if tf.io.gfile.isdir(checkpoint):
             found = tf.train.latest_checkpoint(checkpoint)
             if not found:

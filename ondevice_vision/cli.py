@@ -73,9 +73,9 @@ def run(main, flags_parser=None) -> None:
     def guarded(argv):
         try:
             return main(argv)
-        except (SystemExit, KeyboardInterrupt, app.UsageError):
+        except (SystemExit, KeyboardInterrupt):
             raise
-        except Exception as e:  # noqa: BLE001 - every failure becomes one line unless --debug
+        except Exception as e:  # noqa: BLE001 - every failure (usage ones too) is one line
             if FLAGS.debug:
                 raise
             sys.stderr.write(error_line(e) + "\n")

@@ -19,6 +19,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import tempfile
 import uuid
 
@@ -114,12 +115,27 @@ def write_json(data, path: str, indent: int | None = 1) -> str:
     return path
 
 
-def read_json(path: str):
+def read_text(path: str) -> str:
+    """A UTF-8 text file; a byte-order mark at its start (Windows editors write one) is dropped."""
     if is_remote(path):
-        with _gfile().GFile(path, "r") as f:
-            return json.loads(f.read())
-    with open(path) as f:
-        return json.load(f)
+        with _gfile().GFile(path, "rb") as f:
+            data = f.read()
+    else:
+        with open(path, "rb") as f:
+            data = f.read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e})") from e
+
+
+def read_json(path: str):
+    """A JSON file (a UTF-8 byte-order mark is accepted); ValueError naming the file otherwise."""
+    text = read_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: malformed JSON: {e}") from e
 
 
 def write_png(image, path: str) -> str:
@@ -161,7 +177,7 @@ def atomic_directory(target: str, overwrite: bool = False):
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
     remove_leftovers(target)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(target)}.tmp-")
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(target)}.tmp-{_owner()}")
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
@@ -171,15 +187,41 @@ def atomic_directory(target: str, overwrite: bool = False):
         raise
 
 
+def _owner() -> str:
+    """`HOST~PID~`: the temporary folders of a directory write name the process writing them."""
+    return f"{socket.gethostname().replace('~', '-')}~{os.getpid()}~"
+
+
+def _is_live(owner: str) -> bool:
+    """Whether the `HOST~PID` that named a temporary folder may still be writing it: a process of
+    this host that still runs, or any process of another host (it cannot be asked)."""
+    host, _, pid = owner.partition("~")
+    if host != socket.gethostname().replace("~", "-"):
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, OverflowError):
+        return True
+    return True
+
+
 def remove_leftovers(target: str) -> list[str]:
     """Deletes the hidden `.NAME.tmp-*` / `.NAME.old-*` folders an interrupted write of `target`
-    left beside it (they are ours by name and never the result)."""
+    left beside it (they are ours by name and never the result). A folder whose writing process
+    still runs (another export to the same place at the same time) is left alone."""
     parent, name = os.path.split(os.path.abspath(target))
     removed = []
     if not os.path.isdir(parent):
         return removed
     for entry in os.listdir(parent):
-        if entry.startswith((f".{name}.tmp-", f".{name}.old-")):
+        for prefix in (f".{name}.tmp-", f".{name}.old-"):
+            if not entry.startswith(prefix):
+                continue
+            owner = entry[len(prefix) :].rpartition("~")[0]  # "" for unnamed (older) leftovers
+            if owner and _is_live(owner):
+                continue
             path = os.path.join(parent, entry)
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
@@ -194,7 +236,9 @@ def _replace_directory(new: str, target: str) -> None:
     if not os.path.lexists(target):
         os.rename(new, target)
         return
-    old = tempfile.mkdtemp(dir=os.path.dirname(target), prefix=f".{os.path.basename(target)}.old-")
+    old = tempfile.mkdtemp(
+        dir=os.path.dirname(target), prefix=f".{os.path.basename(target)}.old-{_owner()}"
+    )
     os.rmdir(old)  # only the unique name is wanted; rename needs it free
     os.rename(target, old)
     try:

@@ -121,13 +121,6 @@ def format_table(rows) -> str:
     return "\n".join(lines)
 
 
-def parse_input_size(text) -> tuple[int, int]:
-    try:
-        return parse_size(text)
-    except ValueError as e:
-        raise app.UsageError(str(e)) from e
-
-
 def describe(model, input_size) -> dict:
     from ondevice_vision import model_stats
 
@@ -147,15 +140,12 @@ def main(argv):
     if config is None and FLAGS.model is None:
         names = ", ".join(BACKBONES)
         raise app.UsageError(f"Give --model=NAME (one of {names}) or --config=FILE")
+    size = parse_size(FLAGS.input_size)  # before building anything: a typo fails at once
     if config is not None:
         from ondevice_vision import tasks
 
         model = tasks.get_task(config).build_model(config)
-        size = (
-            parse_input_size(FLAGS.input_size)
-            if FLAGS.input_size
-            else tuple(config.model.input_size)
-        )
+        size = size or tuple(config.model.input_size)
     else:
         from ondevice_vision.backbones import build_backbone
 
@@ -168,7 +158,7 @@ def main(argv):
             reduced_tail=reduced,
             output_stride=int(FLAGS.output_stride),
         )
-        size = parse_input_size(FLAGS.input_size or "224")
+        size = size or (224, 224)
     print(json.dumps(describe(model, size)))
 
 

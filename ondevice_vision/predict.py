@@ -9,6 +9,11 @@ names and scores, or the colour-coded class mask blended over the image (the Cit
 Cityscapes models); segmentation also writes the class-index mask OUTPUT/NAME.mask.png. Images are
 turned upright by their EXIF orientation first, as viewers show them. Corrupt or unreadable files
 are reported by name (log and the "skipped" list of predictions.json) and skipped; the run goes on.
+So are files that are not regular files (a FIFO or device named like an image would block the
+read forever) and images above --max_image_pixels (read from the header, before decoding).
+OUTPUT may not be the input folder or inside it (a second run would read its own pictures), and
+a file there that an earlier ondevice-predict run did not write (listed in its predictions.json)
+is never overwritten: the run stops before the model is loaded, naming it.
 When nothing can be processed (no image files, or every one unreadable) the tool prints
 `ERROR: INPUT: nothing was processed: ...` and exits with status 1.
 
@@ -31,11 +36,13 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 
 import numpy as np
 from absl import flags, logging
 
 from ondevice_vision import cli, drawing, files, tasks
+from ondevice_vision.configs.common import MAX_IMAGE_PIXELS
 from ondevice_vision.data.image_decode import check_image_file
 
 FLAGS = flags.FLAGS
@@ -51,6 +58,12 @@ def define_flags():
     flags.DEFINE_float("score_threshold", 0.3, "Detection: lowest score reported and drawn.")
     flags.DEFINE_float("alpha", 0.5, "Segmentation: opacity of the class colours.")
     flags.DEFINE_integer("num_threads", None, "TFLite interpreter threads.")
+    flags.DEFINE_integer(
+        "max_image_pixels",
+        MAX_IMAGE_PIXELS,
+        "Skip (and name) images with more pixels than this, read from the file's header before "
+        "decoding; 0: no limit.",
+    )
     flags.mark_flags_as_required(["model", "input", "output"])
 
 
@@ -72,13 +85,73 @@ def list_inputs(path: str) -> list[str]:
         raise FileNotFoundError(f"input not found: {path}")
     names = sorted(os.listdir(path))
     images = [os.path.join(path, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
+    # Only regular files are read: a FIFO or device named like an image would block forever.
+    special = [p for p in images if not _is_regular(p)]
+    for p in special:
+        logging.warning("Skipping %s: not a regular file (a FIFO, device or folder)", p)
+    images = [p for p in images if p not in special]
     ignored = len([n for n in names if os.path.isfile(os.path.join(path, n))]) - len(images)
     if ignored:
         logging.info("%s: ignoring %d files without an image extension", path, ignored)
     return images
 
 
-def checked_inputs(path: str) -> list[str]:
+def _is_regular(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return True  # a broken link: check_image_file names the problem
+
+
+def _our_outputs(output_dir: str) -> set[str]:
+    """The files an earlier run wrote into `output_dir` (its predictions.json lists them); an
+    existing predictions.json that is not ours is an error."""
+    results = os.path.join(output_dir, RESULTS_FILE)
+    if not os.path.lexists(results):
+        return set()
+    try:
+        payload = files.read_json(results)
+        images = payload["images"] if {"model", "task"} <= set(payload) else None
+        ours = (
+            {RESULTS_FILE}
+            | {i["picture"] for i in images}
+            | {i["mask"] for i in images if "mask" in i}
+        )
+    except (ValueError, KeyError, TypeError):
+        ours = None
+    if ours is None:
+        raise FileExistsError(
+            f"{results}: exists and was not written by ondevice-predict; not overwritten "
+            "(choose another --output)"
+        )
+    return ours
+
+
+def check_output_dir(output_dir: str, input_path: str, inputs: list[str]) -> None:
+    """Refuses an output folder that is the input folder or inside it, and one holding a file
+    of the name an output would take that no earlier run of this tool wrote."""
+    out = os.path.realpath(output_dir)
+    if os.path.isdir(input_path):
+        source = os.path.realpath(input_path)
+        if out == source or out.startswith(source.rstrip(os.sep) + os.sep):
+            raise ValueError(
+                f"--output={output_dir}: is the input folder {input_path} or inside it (a second "
+                "run would read the pictures as inputs); choose a folder outside it"
+            )
+    if not os.path.isdir(out):
+        return
+    ours = _our_outputs(out)
+    for path in inputs:
+        for name in (f"{output_name(path)}.png", f"{output_name(path)}.mask.png"):
+            target = os.path.join(out, name)
+            if name not in ours and os.path.lexists(target):
+                raise FileExistsError(
+                    f"{target}: exists and was not written by ondevice-predict; not overwritten "
+                    "(choose another --output)"
+                )
+
+
+def checked_inputs(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> list[str]:
     """`list_inputs`, or ValueError naming `path` when none of them is a readable image (the
     unreadable ones are logged by name); cheap, so it runs before the model is loaded."""
     inputs = list_inputs(path)
@@ -87,7 +160,8 @@ def checked_inputs(path: str) -> list[str]:
             f"{path}: nothing was processed: no image files "
             f"({', '.join(IMAGE_EXTENSIONS)}) found there"
         )
-    problems = [c for c in map(check_image_file, inputs) if c.problem is not None]
+    checks = [check_image_file(p, max_pixels) for p in inputs]
+    problems = [c for c in checks if c.problem is not None]
     for check in problems:
         logging.warning("Skipping %s: %s", check.path, check.problem)
     if len(problems) == len(inputs):
@@ -96,14 +170,14 @@ def checked_inputs(path: str) -> list[str]:
     return inputs
 
 
-def read_image(path: str) -> np.ndarray:
+def read_image(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """uint8 [H, W, 3], turned upright by the file's EXIF orientation; ValueError naming the file
     when it cannot be read or decoded."""
     import tensorflow as tf
 
     from ondevice_vision.data.image_decode import apply_orientation, decode_rgb
 
-    check = check_image_file(path)
+    check = check_image_file(path, max_pixels)
     if check.problem is not None:
         raise ValueError(f"{path}: {check.problem}")
     try:
@@ -126,6 +200,7 @@ def predict_files(
     output_dir: str,
     score_threshold: float = 0.3,
     alpha: float = 0.5,
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> dict:
     """Runs `exported` on every file; returns (and writes) the predictions.json payload."""
     os.makedirs(output_dir, exist_ok=True)
@@ -133,7 +208,7 @@ def predict_files(
     results, skipped = [], []
     for path in paths:
         try:
-            image = read_image(path)
+            image = read_image(path, max_pixels)
         except ValueError as e:
             logging.warning("Skipping %s", e)
             skipped.append({"file": path, "problem": str(e)})
@@ -176,9 +251,18 @@ def main(argv):
     del argv
     from ondevice_vision.export.exported_model import load_exported_model
 
-    inputs = checked_inputs(FLAGS.input)  # before the model is loaded: it fails fast
+    # Before the model is loaded: these fail fast.
+    inputs = checked_inputs(FLAGS.input, FLAGS.max_image_pixels)
+    check_output_dir(FLAGS.output, FLAGS.input, inputs)
     exported = load_exported_model(FLAGS.model, num_threads=FLAGS.num_threads)
-    payload = predict_files(exported, inputs, FLAGS.output, FLAGS.score_threshold, FLAGS.alpha)
+    payload = predict_files(
+        exported,
+        inputs,
+        FLAGS.output,
+        FLAGS.score_threshold,
+        FLAGS.alpha,
+        FLAGS.max_image_pixels,
+    )
     if not payload["images"]:
         raise ValueError(
             f"{FLAGS.input}: nothing was processed: all {len(inputs)} inputs were skipped "

@@ -85,3 +85,13 @@ def test_a_checkpoint_of_another_model_is_named_in_one_sentence(tmp_path, capfd)
     gc.collect()
     # Not hundreds of "Value in checkpoint could not be found" warnings around it.
     assert "could not be found" not in "".join(capfd.readouterr())
+
+
+def test_a_checkpoint_named_by_one_of_its_files_is_accepted(tmp_path):
+    workdir = str(tmp_path)
+    _saved(workdir, [4])
+    prefix = os.path.join(checkpoints.checkpoint_dir(workdir), "ckpt-4")
+    for given in (prefix, prefix + ".index", prefix + ".data-00000-of-00001"):
+        assert checkpoints.latest_or_given(workdir, given) == prefix
+    with pytest.raises(FileNotFoundError, match="checkpoint not found: .*ckpt-5.index"):
+        checkpoints.latest_or_given(workdir, prefix[: -len("4")] + "5.index")

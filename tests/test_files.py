@@ -1,12 +1,17 @@
 """Atomic, permission-correct, link-safe writes (local and through tf.io.gfile)."""
 
 import os
+import socket
 import stat
+import subprocess
+import sys
 
 import pytest
 import tensorflow as tf
 
 from ondevice_vision import files
+
+_OUT = {"capture_output": True, "text": True, "check": True}
 
 
 def test_atomic_write_never_leaves_a_partial_file(tmp_path):
@@ -61,3 +66,20 @@ def test_interrupted_directory_writes_are_cleaned_up_next_time(tmp_path):
     with files.atomic_directory(str(target)) as tmp:
         (open(os.path.join(tmp, "x"), "w")).close()
     assert sorted(os.listdir(tmp_path)) == ["export", "notes"]
+
+
+def test_a_live_writers_temporary_folder_is_not_a_leftover(tmp_path):
+    """Two exports to one folder at once: neither deletes the other's folder in progress."""
+    target = tmp_path / "export"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], **_OUT)
+    host = socket.gethostname()
+    live = tmp_path / f".export.tmp-{host}~{os.getppid()}~x1"  # the test runner's parent
+    gone = tmp_path / f".export.tmp-{host}~{int(dead.stdout)}~x2"  # a process that has ended
+    elsewhere = tmp_path / f".export.old-another-host~{int(dead.stdout)}~x3"
+    for folder in (live, gone, elsewhere):
+        folder.mkdir()
+    removed = files.remove_leftovers(str(target))
+    assert removed == [str(gone)]
+    assert live.exists() and elsewhere.exists()
+    with files.atomic_directory(str(target)) as tmp:
+        assert os.path.basename(tmp).startswith(f".export.tmp-{host}~{os.getpid()}~")

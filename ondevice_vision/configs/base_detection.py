@@ -94,6 +94,10 @@ def detection_data_config() -> ml_collections.ConfigDict:
             # coco_folder / voc_folder
             "train_dir": config_dict.placeholder(str),
             "eval_dir": config_dict.placeholder(str),
+            # coco_folder: the annotation file in each folder (default: annotations.json, else
+            # the folder's only *.json)
+            "train_annotations": config_dict.placeholder(str),
+            "eval_annotations": config_dict.placeholder(str),
             # voc_folder: class order (default: every name in the XML, sorted) and the optional
             # ImageSets/Main/<name>.txt lists (default: every Annotations/*.xml of the folder)
             "class_names": config_dict.placeholder(tuple),
@@ -107,6 +111,9 @@ def detection_data_config() -> ml_collections.ConfigDict:
             # A local directory: decoded training images are written there during the first
             # epoch and read back afterwards (data/decoded_cache.py). "" = decode every time.
             "decoded_cache": "",
+            # Image files with more pixels (width x height, read from the header before any
+            # decoding) are skipped and named; 0: no limit. Pillow's decompression-bomb limit.
+            "max_image_pixels": common.MAX_IMAGE_PIXELS,
         }
     )
 

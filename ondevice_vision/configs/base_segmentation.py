@@ -96,6 +96,9 @@ def segmentation_data_config() -> ml_collections.ConfigDict:
             # A local directory: decoded training images are written there during the first
             # epoch and read back afterwards (data/decoded_cache.py). "" = decode every time.
             "decoded_cache": "",
+            # Image files with more pixels (width x height, read from the header before any
+            # decoding) are skipped and named; 0: no limit. Pillow's decompression-bomb limit.
+            "max_image_pixels": common.MAX_IMAGE_PIXELS,
         }
     )
 

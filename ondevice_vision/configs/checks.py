@@ -76,6 +76,26 @@ _RULES = [
     ("model.depth_multiplier", lambda v: v > 0, "positive"),
     ("model.input_size", lambda v: len(v) == 2 and min(v) > 0, "two positive sizes (H, W)"),
     ("data.crop_size", lambda v: len(v) == 2 and min(v) > 0, "two positive sizes (H, W)"),
+    ("data.min_scale", lambda v: v > 0, "positive"),
+    ("data.max_scale", lambda v: v > 0, "positive"),
+    (
+        "data.max_image_pixels",
+        lambda v: isinstance(v, int) and v >= 0,
+        f"{_NON_NEGATIVE} (0: no limit)",
+    ),
+    ("data.max_boxes", lambda v: isinstance(v, int) and v > 0, _POSITIVE),
+    ("model.postprocess.score_threshold", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("model.postprocess.iou_threshold", lambda v: 0 < v <= 1, "in (0, 1]"),
+    (
+        "model.postprocess.max_detections_per_class",
+        lambda v: isinstance(v, int) and v > 0,
+        _POSITIVE,
+    ),
+    ("model.postprocess.max_detections", lambda v: isinstance(v, int) and v > 0, _POSITIVE),
+    ("model.anchors.min_scale", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("model.anchors.max_scale", lambda v: 0 < v, "positive"),
+    ("model.matcher.matched_threshold", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("model.matcher.unmatched_threshold", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("data.anchor_matching", lambda v: v in ANCHOR_MATCHING, _one_of(ANCHOR_MATCHING)),
     ("task", lambda v: v in TASKS, _one_of(TASKS)),
     ("train.nan_policy", lambda v: v in NAN_POLICIES, _one_of(NAN_POLICIES)),
@@ -136,6 +156,23 @@ def config_problems(config) -> list[str]:
             problems.append(
                 "config.train.early_stopping_patience: needs eval.every_steps > 0 (it counts "
                 "evaluations during training)"
+            )
+    for low, high in (
+        ("data.min_scale", "data.max_scale"),
+        ("model.anchors.min_scale", "model.anchors.max_scale"),
+        ("model.matcher.unmatched_threshold", "model.matcher.matched_threshold"),
+    ):
+        try:
+            low_value, high_value = _get(config, low), _get(config, high)
+        except KeyError:
+            continue
+        try:
+            wrong = low_value is not None and high_value is not None and low_value > high_value
+        except TypeError:
+            wrong = False
+        if wrong:
+            problems.append(
+                f"config.{low}: must not exceed config.{high} ({high_value}), got {low_value}"
             )
     return problems
 

@@ -104,6 +104,11 @@ def eval_config() -> ml_collections.ConfigDict:
     )
 
 
+# Pillow's Image.MAX_IMAGE_PIXELS (1024 * 1024 * 1024 // 4 // 3): a 48-megapixel phone photo
+# passes, a 13000x13000 decompression bomb (0.5 GB decoded) does not.
+MAX_IMAGE_PIXELS = 89_478_485
+
+
 def config_words(arg: str | None, allowed) -> set[str]:
     """The words of a config argument (`FILE.py:coco14,smoke`), each checked against `allowed`.
 

@@ -25,12 +25,16 @@ Why these settings:
   what training saw.
 """
 
-from ondevice_vision.configs import base_segmentation
+from ondevice_vision.configs import base_segmentation, common
+
+WORDS = ("small", "large", "smoke")
 
 
 def get_config(arg=None):
-    arg = arg or ""
-    backbone = "mobilenet_v3_large" if "large" in arg else "mobilenet_v3_small"
+    words = common.config_words(arg, WORDS)
+    if {"small", "large"} <= words:
+        raise ValueError(f"config argument {arg!r}: pick one of small and large")
+    backbone = "mobilenet_v3_large" if "large" in words else "mobilenet_v3_small"
     config = base_segmentation.segmentation_config(backbone)
     config.model.num_classes = 2
     config.model.bn_momentum = 0.99
@@ -50,6 +54,6 @@ def get_config(arg=None):
     config.train.log_every_steps = 25
     config.train.init_checkpoint_mode = "all_but_class_layers"
     config.eval.batch_size = 1
-    if "smoke" in arg:
+    if "smoke" in words:
         base_segmentation.smoke(config)
     return config

@@ -26,15 +26,19 @@ Why these settings (a few hundred images, a CPU or one GPU):
   so the inference-mode model matches what training saw whatever the run length.
 """
 
-from ondevice_vision.configs import base_detection
+from ondevice_vision.configs import base_detection, common
+
+WORDS = ("small", "large", "coco", "smoke")
 
 
 def get_config(arg=None):
-    arg = arg or ""
-    backbone = "mobilenet_v3_large" if "large" in arg else "mobilenet_v3_small"
+    words = common.config_words(arg, WORDS)
+    if {"small", "large"} <= words:
+        raise ValueError(f"config argument {arg!r}: pick one of small and large")
+    backbone = "mobilenet_v3_large" if "large" in words else "mobilenet_v3_small"
     config = base_detection.detection_config(backbone)
     config.model.num_classes = 1
-    config.data.source = "coco_folder" if "coco" in arg else "voc_folder"
+    config.data.source = "coco_folder" if "coco" in words else "voc_folder"
     if config.data.source == "voc_folder":
         config.data.train_image_set = "train"
         config.data.eval_image_set = "val"
@@ -50,6 +54,6 @@ def get_config(arg=None):
     config.train.init_checkpoint_mode = "detection"
     config.eval.batch_size = 8
     config.eval.every_steps = 0
-    if "smoke" in arg:
+    if "smoke" in words:
         base_detection.smoke(config)
     return config

@@ -22,6 +22,7 @@ import tensorflow as tf
 from absl import logging
 from PIL import Image
 
+from ondevice_vision.configs.common import MAX_IMAGE_PIXELS
 from ondevice_vision.data import cityscapes_labels, dataset_paths, image_decode
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -47,7 +48,7 @@ def _png_header(path: str) -> tuple[str, tuple[int, int]]:
         raise ValueError(f"{path}: not a readable image ({e})") from e
 
 
-def list_files(root: str, split: str) -> CityscapesFiles:
+def list_files(root: str, split: str, max_pixels: int = MAX_IMAGE_PIXELS) -> CityscapesFiles:
     """Finds and checks every image/label pair of one split, in sorted (city, stem) order."""
     image_dir = os.path.join(root, "leftImg8bit", split)
     label_dir = os.path.join(root, "gtFine", split)
@@ -87,7 +88,8 @@ def list_files(root: str, split: str) -> CityscapesFiles:
 
     if not image_paths:
         raise ValueError(f"No *{IMAGE_SUFFIX} images found under {image_dir}")
-    bad = [c for c in image_decode.check_image_files(image_paths + mask_paths) if c.problem]
+    checks = image_decode.check_image_files(image_paths + mask_paths, max_pixels=max_pixels)
+    bad = [c for c in checks if c.problem]
     if bad:
         listed = "; ".join(f"{c.path}: {c.problem}" for c in bad[:5])
         raise ValueError(f"{len(bad)} unreadable Cityscapes files under {root}: {listed}")
@@ -161,10 +163,26 @@ def dataset_from_files(files: CityscapesFiles) -> tf.data.Dataset:
             dataset_paths.tf_paths(files.stems),
         )
     )
-    return ds.map(_decode, num_parallel_calls=tf.data.AUTOTUNE)
+    # The official evaluation needs every image: a file the decoder refuses is an error naming it.
+    return image_decode.map_skipping_undecodable(
+        ds,
+        _decode,
+        _pair_name,
+        "Cityscapes",
+        policy="error",
+        problem="TensorFlow cannot decode it, or its label values are out of range",
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
 
 
-def load(root: str, split: str) -> tuple[tf.data.Dataset, CityscapesFiles]:
+def _pair_name(image_path, mask_path, mask_is_label_ids, stem):
+    del mask_is_label_ids, stem
+    return tf.strings.join([image_path, " / ", mask_path])
+
+
+def load(
+    root: str, split: str, max_pixels: int = MAX_IMAGE_PIXELS
+) -> tuple[tf.data.Dataset, CityscapesFiles]:
     """Decoded examples of split "train" / "val" / "test" (trainId masks), plus the file lists."""
-    files = list_files(root, split)
+    files = list_files(root, split, max_pixels)
     return dataset_from_files(files), files

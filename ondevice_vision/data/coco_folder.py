@@ -1,8 +1,10 @@
-"""Detection data in a folder holding a COCO-format `annotations.json` and its images.
+"""Detection data in a folder holding a COCO-format annotation file and its images.
 
-Layout: `<dir>/annotations.json` (or `<dir>/_annotations.coco.json`, as Roboflow exports name it);
-each image's `file_name` is looked up in `<dir>/` and then in `<dir>/images/` (it may contain
-sub-folders).
+Layout: `<dir>/annotations.json`; each image's `file_name` is looked up in `<dir>/` and then in
+`<dir>/images/` (it may contain sub-folders). The annotation file may have another name: the one
+named by the config (`data.train_annotations` / `data.eval_annotations`), else `annotations.json`,
+else `_annotations.coco.json` (as Roboflow exports name it), else the only `*.json` of the folder;
+with several and none chosen, the error names them.
 
 - Boxes: COCO [x, y, width, height] in pixels -> normalised [ymin, xmin, ymax, xmax], normalised by
   the image's `width`/`height` in the JSON (by the file's own size when the JSON has none) and
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import os
 from collections.abc import Sequence
 
@@ -32,6 +33,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from ondevice_vision import files
+from ondevice_vision.configs.common import MAX_IMAGE_PIXELS
 from ondevice_vision.data import dataset_paths, image_decode
 from ondevice_vision.data.label_map import LabelMap
 
@@ -51,26 +54,11 @@ class CocoFolderStats:
     clipped_boxes: int = 0
 
 
-def annotation_path(directory: str) -> str:
-    """The folder's annotation file (the first of ANNOTATIONS_FILES that exists)."""
-    for name in ANNOTATIONS_FILES:
-        path = os.path.join(directory, name)
-        if os.path.isfile(path):
-            return path
-    return os.path.join(directory, ANNOTATIONS_FILE)
-
-
 def load_annotations(path: str) -> dict:
     """A COCO annotation file's JSON, with `images` and `categories` lists checked."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"COCO annotation file not found: {path} (nor {' or '.join(ANNOTATIONS_FILES[1:])})"
-        )
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: malformed JSON: {e}") from e
+        raise FileNotFoundError(f"COCO annotation file not found: {path}")
+    data = files.read_json(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object at the top level")
     for key in ("images", "categories"):
@@ -81,9 +69,34 @@ def load_annotations(path: str) -> dict:
     return data
 
 
-def read_categories(directory: str) -> list[tuple[int, str]]:
+def annotation_path(directory: str, name: str | None = None) -> str:
+    """The annotation file of a folder: `name` (relative to the folder, or absolute) when given,
+    else the first of ANNOTATIONS_FILES that exists, else the folder's only `*.json` file."""
+    if name:
+        return os.path.join(directory, name)
+    default = os.path.join(directory, ANNOTATIONS_FILE)
+    for known in ANNOTATIONS_FILES:
+        if os.path.isfile(os.path.join(directory, known)):
+            return os.path.join(directory, known)
+    if not os.path.isdir(directory):
+        return default
+    found = sorted(f for f in os.listdir(directory) if f.lower().endswith(".json"))
+    found = [f for f in found if os.path.isfile(os.path.join(directory, f))]
+    if len(found) == 1:
+        logging.info("%s: reading the annotations of %s", directory, found[0])
+        return os.path.join(directory, found[0])
+    if found:
+        raise FileNotFoundError(
+            f"{default} not found; the folder holds {len(found)} JSON files "
+            f"({', '.join(found[:5])}): name the annotation file with "
+            "data.train_annotations / data.eval_annotations"
+        )
+    return default
+
+
+def read_categories(directory: str, annotations: str | None = None) -> list[tuple[int, str]]:
     """(category id, name) pairs of a folder's annotation file, sorted by id."""
-    path = annotation_path(directory)
+    path = annotation_path(directory, annotations)
     data = load_annotations(path)
     try:
         categories = sorted((int(c["id"]), str(c["name"])) for c in data["categories"])
@@ -95,14 +108,16 @@ def read_categories(directory: str) -> list[tuple[int, str]]:
     return categories
 
 
-def label_map_for(directories: Sequence[str]) -> LabelMap:
-    """One LabelMap covering the categories of several folders (train and eval must agree)."""
+def label_map_for(directories: Sequence[str], annotations: Sequence[str | None] = ()) -> LabelMap:
+    """One LabelMap covering the categories of several folders (train and eval must agree);
+    `annotations`: each folder's annotation file name (see annotation_path)."""
     by_id: dict[int, str] = {}
-    for d in directories:
-        for cid, name in read_categories(d):
+    names = list(annotations) + [None] * (len(directories) - len(annotations))
+    for d, file_name in zip(directories, names, strict=True):
+        for cid, name in read_categories(d, file_name):
             if by_id.setdefault(cid, name) != name:
                 raise ValueError(
-                    f"{annotation_path(d)}: category id {cid} is named {name!r} "
+                    f"{annotation_path(d, file_name)}: category id {cid} is named {name!r} "
                     f"here but {by_id[cid]!r} in another folder"
                 )
     ids = sorted(by_id)
@@ -114,7 +129,7 @@ def resolve_image(directory: str, file_name: str, source: str) -> str | None:
         dataset_paths.join_inside(directory, file_name, source),
         dataset_paths.join_inside(os.path.join(directory, "images"), file_name, source),
     ):
-        if os.path.isfile(candidate):
+        if os.path.exists(candidate):  # a FIFO is found here, then named and skipped
             return candidate
     return None
 
@@ -137,24 +152,32 @@ def _normalised_boxes(xywh: np.ndarray, width: float, height: float):
     )
 
 
-def read_coco_folder(directory: str, label_map: LabelMap | None = None):
+def read_coco_folder(
+    directory: str,
+    label_map: LabelMap | None = None,
+    annotations: str | None = None,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+):
     """Parses and validates a folder; returns (per-image records, LabelMap, CocoFolderStats).
 
     Records are sorted by image id: dicts with path, image_id, boxes, classes, is_crowd,
     orientation, segments ((segmentation, class index, annotation id) of every annotation),
     annotated_size and decoded_size ((height, width) of the JSON and of the upright image).
+    `annotations`: the annotation file's name (see annotation_path).
     """
-    path = annotation_path(directory)
+    path = annotation_path(directory, annotations)
     data = load_annotations(path)
     if label_map is None:
-        label_map = label_map_for([directory])
+        label_map = label_map_for([directory], [annotations])
     index_of = label_map.index_of_dataset_id()
 
     images = {}
     for im in data["images"]:
         try:
             image_id = int(im["id"])
-        except (KeyError, TypeError, ValueError) as e:
+        except KeyError as e:
+            raise ValueError(f"{path}: an 'images' entry has no {e.args[0]!r}") from e
+        except (TypeError, ValueError) as e:
             raise ValueError(f"{path}: bad 'images' entry: {e}") from e
         if image_id in images:
             # Merging them would attach one image's boxes to the other.
@@ -170,7 +193,11 @@ def read_coco_folder(directory: str, label_map: LabelMap | None = None):
             image_id, category_id = int(ann["image_id"]), int(ann["category_id"])
             bbox = [float(v) for v in ann["bbox"]]
             crowd = bool(ann.get("iscrowd", 0))
-        except (KeyError, TypeError, ValueError) as e:
+        except KeyError as e:
+            raise ValueError(
+                f"{path}: annotation {ann.get('id', '?')}: missing key {e.args[0]!r}"
+            ) from e
+        except (TypeError, ValueError) as e:
             raise ValueError(f"{path}: bad annotation {ann.get('id', '?')}: {e}") from e
         if len(bbox) != 4:
             raise ValueError(f"{path}: annotation {ann.get('id', '?')} bbox has {len(bbox)} values")
@@ -210,7 +237,7 @@ def read_coco_folder(directory: str, label_map: LabelMap | None = None):
             f"its images/ sub-folder): {listed}{more}"
         )
 
-    checks = image_decode.check_image_files(paths)
+    checks = image_decode.check_image_files(paths, max_pixels=max_pixels)
     stats = CocoFolderStats(skipped_images=image_decode.log_bad_images(checks, path))
     records, size_mismatches, unapplied = [], [], []
     for image_id, check in zip(image_ids, checks, strict=True):
@@ -277,7 +304,11 @@ def read_coco_folder(directory: str, label_map: LabelMap | None = None):
 
 
 def load_coco_folder(
-    directory: str, label_map: LabelMap | None = None, encoded: bool = False
+    directory: str,
+    label_map: LabelMap | None = None,
+    encoded: bool = False,
+    annotations: str | None = None,
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> tuple[tf.data.Dataset, LabelMap]:
     """Decoded detection examples from a COCO-format folder, in increasing image id order.
 
@@ -285,7 +316,7 @@ def load_coco_folder(
     pass `label_map_for([train_dir, eval_dir])` so both splits share one. `encoded`: yield
     the files' bytes as "encoded_image" instead of "image" (see image_files_dataset).
     """
-    records, label_map, _ = read_coco_folder(directory, label_map)
+    records, label_map, _ = read_coco_folder(directory, label_map, annotations, max_pixels)
     ds = image_decode.image_files_dataset(
         [r["path"] for r in records],
         {

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ml_collections
 import tensorflow as tf
 
+from ondevice_vision.configs.common import MAX_IMAGE_PIXELS
 from ondevice_vision.data import coco_folder, coco_labels, coco_tfds, shapes, voc_folder
 from ondevice_vision.data.label_map import LabelMap
 
@@ -37,6 +38,10 @@ def _all_folders(cfg: ml_collections.ConfigDict) -> list[tuple[str, str | None]]
     return folders
 
 
+def _limit(cfg) -> int:
+    return cfg.get("max_image_pixels", MAX_IMAGE_PIXELS)
+
+
 def _tfds(cfg, split, encoded):
     tfds_split = cfg.train_split if split == "train" else cfg.eval_split
     return coco_tfds.load_coco_tfds(
@@ -49,8 +54,16 @@ def _tfds(cfg, split, encoded):
 
 
 def _coco_folder(cfg, split, encoded):
-    label_map = coco_folder.label_map_for([d for d, _ in _all_folders(cfg)])
-    return coco_folder.load_coco_folder(_folder(cfg, split), label_map, encoded=encoded)
+    folders, names = [], []
+    for key, name_key in (("train_dir", "train_annotations"), ("eval_dir", "eval_annotations")):
+        if cfg.get(key):
+            folders.append(cfg.get(key))
+            names.append(cfg.get(name_key))
+    label_map = coco_folder.label_map_for(folders, names)
+    name = cfg.get("train_annotations" if split == "train" else "eval_annotations")
+    return coco_folder.load_coco_folder(
+        _folder(cfg, split), label_map, encoded=encoded, annotations=name, max_pixels=_limit(cfg)
+    )
 
 
 def _voc_class_names(cfg) -> tuple[str, ...]:
@@ -67,7 +80,7 @@ def _voc_folder(cfg, split, encoded):
     class_names = _voc_class_names(cfg)
     image_set = cfg.get("train_image_set" if split == "train" else "eval_image_set")
     return voc_folder.load_voc_folder(
-        _folder(cfg, split), list(class_names), image_set, encoded=encoded
+        _folder(cfg, split), list(class_names), image_set, encoded=encoded, max_pixels=_limit(cfg)
     )
 
 

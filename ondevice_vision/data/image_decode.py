@@ -5,10 +5,17 @@ with their path, and the run goes on. Decoding itself then happens in-graph with
 `tf.io.decode_image`, which would otherwise abort the whole input pipeline with a message that
 names no file.
 
-Validation is cheap on purpose (a COCO train folder has 118k files): PIL parses the header and
-`verify()`s the file (PNG CRCs are checked), the format must be one TensorFlow decodes, and a
-JPEG must end with its end-of-image marker, because PIL's verify passes truncated JPEGs that
-TensorFlow then refuses.
+Validation is cheap on purpose (a COCO train folder has 118k files): only regular files are
+opened (a FIFO or device named `x.jpg` would block the read forever), PIL parses the header and
+`verify()`s the file (PNG CRCs are checked), the format must be one TensorFlow decodes, the
+width x height read from the header must not exceed `data.max_image_pixels` (a 540 KB PNG can
+hold 13000x13000 pixels, 0.5 GB decoded, several GB through the pipeline), an animated WebP is
+refused (TensorFlow's decoder fails on it, or corrupts memory), and a JPEG must end with its
+end-of-image marker, because PIL's verify passes truncated JPEGs that TensorFlow then refuses.
+
+What only a full decode finds (a JPEG whose scan data is damaged between intact markers) is
+caught where the pipeline decodes: `map_skipping_undecodable` skips such an example and names
+its file on stderr with a running count, instead of ending the run with an error naming no file.
 
 EXIF orientation (phone photos are often stored sideways with a tag saying how to turn them) is
 read in the same pass from the header and applied after decoding, in-graph, as PIL's
@@ -21,6 +28,8 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import os
+import stat
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,6 +37,7 @@ import tensorflow as tf
 from absl import logging
 from PIL import Image, UnidentifiedImageError
 
+from ondevice_vision.configs.common import MAX_IMAGE_PIXELS
 from ondevice_vision.data import dataset_paths
 
 # Formats tf.io.decode_image understands (JPEG XL is not in PIL's core formats).
@@ -61,28 +71,65 @@ class ImageCheck:
         return self.width, self.height
 
 
-def check_image_file(path: str) -> ImageCheck:
-    """Validates one image file without decoding its pixels."""
+def _file_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def check_image_file(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> ImageCheck:
+    """Validates one image file without decoding its pixels. `max_pixels`: the largest
+    width x height accepted (0: any)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return ImageCheck(path, "file not found")
+    except OSError as e:
+        return ImageCheck(path, f"cannot be read ({e.strerror or e})")
+    if not stat.S_ISREG(mode):
+        return ImageCheck(path, f"{_file_kind(mode)}, not a regular file")
     try:
         with Image.open(path) as im:
             fmt, (width, height) = im.format, im.size
+            animated = fmt == "WEBP" and getattr(im, "n_frames", 1) > 1
             orientation = _exif_orientation(im)
+            if max_pixels and width * height > max_pixels:
+                return _too_large(path, width, height, max_pixels)
             im.verify()
     except FileNotFoundError:
         return ImageCheck(path, "file not found")
     except UnidentifiedImageError:
         return ImageCheck(path, "not a recognised image file")
+    except Image.DecompressionBombError as e:  # Pillow's own limit, whatever max_pixels says
+        return ImageCheck(path, f"too many pixels ({e})")
     except Exception as e:  # PIL raises many types (OSError, SyntaxError, struct.error...)
         return ImageCheck(path, f"corrupt image ({type(e).__name__}: {e})")
     if fmt not in TF_DECODABLE_FORMATS:
         return ImageCheck(
             path, f"unsupported image format {fmt} (need one of JPEG, PNG, GIF, BMP, WEBP)"
         )
+    if animated:
+        return ImageCheck(path, "animated WebP (TensorFlow decodes still WebP images only)")
     if width <= 0 or height <= 0:
         return ImageCheck(path, f"empty image {width}x{height}")
     if fmt == "JPEG" and not _jpeg_has_end_marker(path):
         return ImageCheck(path, "truncated JPEG (no end-of-image marker)")
     return ImageCheck(path, None, width=width, height=height, orientation=orientation)
+
+
+def _too_large(path: str, width: int, height: int, max_pixels: int) -> ImageCheck:
+    return ImageCheck(
+        path,
+        f"{width}x{height} = {width * height:,} pixels, above data.max_image_pixels "
+        f"({max_pixels:,}); raise it to read this image",
+    )
 
 
 def _exif_orientation(im: Image.Image) -> int:
@@ -136,12 +183,14 @@ def _jpeg_has_end_marker(path: str) -> bool:
         return _JPEG_END_OF_IMAGE in f.read()
 
 
-def check_image_files(paths: Sequence[str], num_threads: int = 16) -> list[ImageCheck]:
+def check_image_files(
+    paths: Sequence[str], num_threads: int = 16, max_pixels: int = MAX_IMAGE_PIXELS
+) -> list[ImageCheck]:
     """`check_image_file` over many files (threads: the work is mostly file I/O), in input order."""
     if len(paths) < 64:
-        return [check_image_file(p) for p in paths]
+        return [check_image_file(p, max_pixels) for p in paths]
     with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
-        return list(pool.map(check_image_file, paths, chunksize=64))
+        return list(pool.map(lambda p: check_image_file(p, max_pixels), paths, chunksize=64))
 
 
 def log_bad_images(checks: Sequence[ImageCheck], source: str) -> int:
@@ -158,11 +207,95 @@ def decode_rgb(encoded: tf.Tensor) -> tf.Tensor:
     """Encoded JPEG/PNG/GIF/BMP/WebP bytes -> uint8 [H, W, 3] RGB, in-graph.
 
     Gray is replicated, alpha dropped, palettes expanded, CMYK JPEGs converted, 16-bit PNGs scaled
-    to 8 bits, and only the first frame of an animation is kept.
+    to 8 bits, and only the first frame of an animation is kept (animated WebP aside: TensorFlow
+    cannot decode those, `check_image_file` refuses them).
     """
-    image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
+
+    def webp():  # TensorFlow's WebP decoder gives RGBA files 4 channels only ("channels=3" fails)
+        return tf.io.decode_image(encoded, channels=0, dtype=tf.uint8, expand_animations=False)[
+            ..., :3
+        ]
+
+    def other():
+        return tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
+
+    is_webp = tf.strings.regex_full_match(tf.strings.substr(encoded, 0, 12), "(?s)RIFF....WEBP")
+    image = tf.cond(is_webp, webp, other)
     image.set_shape([None, None, 3])
     return image
+
+
+def _empty_like(spec: tf.TensorSpec) -> tf.Tensor:
+    return tf.zeros([0 if d is None else d for d in spec.shape.as_list()], spec.dtype)
+
+
+def map_skipping_undecodable(
+    dataset: tf.data.Dataset,
+    fn,
+    name_of,
+    source: str,
+    policy: str = "skip",
+    problem: str = "TensorFlow cannot decode it",
+    **map_kwargs,
+) -> tf.data.Dataset:
+    """`dataset.map(fn)`, where an element on which `fn` fails (a file TensorFlow's decoders
+    refuse: damaged JPEG scan data between intact markers, which only a full decode finds) is
+    skipped, named (`name_of(element)`, its file) on stderr and counted, instead of ending the
+    pipeline with an error that names no file. `policy="error"`: the error names the file.
+
+    Each element runs `fn` in a one-element dataset that drops its failure
+    (`ignore_errors`); a running count over the stream names the skipped files in order.
+    Everything stays in the graph (tf.data service workers run it too). `fn`'s outputs must be
+    dense tensors.
+    """
+
+    # A graph string constant must be UTF-8 (a folder name may not be).
+    source = source.encode("utf-8", "backslashreplace").decode("utf-8")
+
+    def guarded(*element):
+        name = name_of(*element)
+        one = tf.data.Dataset.from_tensors(element if len(element) > 1 else element[0])
+        attempt = one.map(lambda *e: (fn(*e), True)).ignore_errors(log_warning=True)
+        failed = tf.data.Dataset.from_tensors(
+            (tf.nest.map_structure(_empty_like, attempt.element_spec[0]), False)
+        )
+        output, ok = attempt.concatenate(failed).take(1).get_single_element()
+        return output, ok, name
+
+    def count(skipped, item):
+        output, ok, name = item
+        skipped += tf.cast(tf.logical_not(ok), tf.int64)
+        if policy == "error":
+            check = tf.debugging.Assert(
+                ok, [tf.strings.join([f"{source}: ", name, f": {problem}"])]
+            )
+            with tf.control_dependencies([check]):
+                ok = tf.identity(ok)
+        else:
+
+            def report():
+                message = tf.strings.join(
+                    [
+                        f"WARNING: {source}: skipping ",
+                        name,
+                        f" ({problem}; ",
+                        tf.strings.as_string(skipped),
+                        " skipped so far)",
+                    ]
+                )
+                tf.print(message, output_stream=sys.stderr)
+                return tf.constant(True)
+
+            tf.cond(ok, lambda: tf.constant(True), report)
+        return skipped, (output, ok)
+
+    dataset = dataset.map(guarded, **map_kwargs).scan(tf.constant(0, tf.int64), count)
+    return dataset.filter(lambda output, ok: ok).map(_first)
+
+
+def _first(output, ok):
+    del ok
+    return output
 
 
 def resize_pixels(images: tf.Tensor, size) -> tf.Tensor:
@@ -288,7 +421,9 @@ def image_files_dataset(
     the EXIF orientation to apply to each image (default: none).
     With `encoded` the file's bytes come as "encoded_image" (and the orientation as
     "orientation") instead, for a pipeline that decodes them later (after shuffling, or only a
-    crop window).
+    crop window); the file's path stays in the example as "path", so that pipeline can name a
+    file its decoder refuses (`map_skipping_undecodable`). Decoded here, such a file is skipped
+    and named.
     """
     if orientations is None:
         orientations = [1] * len(paths)
@@ -305,14 +440,29 @@ def image_files_dataset(
         else:
             tensors[key] = tf.constant(np.asarray(values))
 
+    def read(ex):
+        return {**ex, "encoded_image": tf.io.read_file(ex["path"])}
+
     def decode(ex):
         ex = dict(ex)
         path = ex.pop("path")
-        if encoded:
-            ex["encoded_image"] = tf.io.read_file(path)
-        else:
-            ex["image"] = apply_orientation(read_rgb(path), ex.pop("orientation"))
+        ex["image"] = apply_orientation(read_rgb(path), ex.pop("orientation"))
         return ex
 
     ds = tf.data.Dataset.from_tensor_slices(tensors)
-    return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    if encoded:
+        return ds.map(read, num_parallel_calls=tf.data.AUTOTUNE)
+    return map_skipping_undecodable(
+        ds, decode, _path, "image files", num_parallel_calls=tf.data.AUTOTUNE
+    )
+
+
+def _path(example):
+    return example["path"]
+
+
+def example_name(example: dict) -> tf.Tensor:
+    """What names an example in a message: its file's path, else its image id."""
+    if "path" in example:
+        return example["path"]
+    return tf.strings.as_string(example["image_id"]) if "image_id" in example else tf.constant("?")

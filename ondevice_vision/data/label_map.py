@@ -83,4 +83,13 @@ class LabelMap:
 
     @classmethod
     def load(cls, path: str) -> LabelMap:
-        return cls.from_json(json.dumps(files.read_json(path)))
+        """A labels.json; ValueError naming the file when it is not one."""
+        data = files.read_json(path)
+        try:
+            return cls.from_json(json.dumps(data))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            detail = f"missing key {e.args[0]!r}" if isinstance(e, KeyError) else str(e)
+            raise ValueError(
+                f'{path}: not a label map ({{"classes": [{{"index", "id", "name"}}, ...]}}): '
+                f"{detail}"
+            ) from e

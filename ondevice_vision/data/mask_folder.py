@@ -28,6 +28,8 @@ import tensorflow as tf
 from absl import logging
 from PIL import Image
 
+from ondevice_vision import files
+from ondevice_vision.configs.common import MAX_IMAGE_PIXELS
 from ondevice_vision.data import dataset_paths, image_decode
 from ondevice_vision.data.label_map import LabelMap
 
@@ -56,15 +58,17 @@ def read_class_names(directory: str) -> tuple[tuple[str, ...], str]:
     ]
     for path in candidates:
         if os.path.isfile(path):
-            with open(path) as f:
-                names = tuple(line.strip() for line in f if line.strip())
+            lines = files.read_text(path).splitlines()
+            names = tuple(line.strip() for line in lines if line.strip())
             if not names:
                 raise ValueError(f"{path}: no class names")
             return names, path
     raise FileNotFoundError(f"No {CLASSES_FILE} found; looked for {' and '.join(candidates)}")
 
 
-def list_files(directory: str, num_classes: int, ignore_label: int = 255) -> MaskFolderFiles:
+def list_files(
+    directory: str, num_classes: int, ignore_label: int = 255, max_pixels: int = MAX_IMAGE_PIXELS
+) -> MaskFolderFiles:
     """Pairs images with masks by stem and checks every mask's mode, size and values."""
     image_dir = os.path.join(directory, "images")
     mask_dir = os.path.join(directory, "masks")
@@ -89,7 +93,9 @@ def list_files(directory: str, num_classes: int, ignore_label: int = 255) -> Mas
                 f"{os.path.join(mask_dir, stem + '.png')}; rename or remove one"
             )
         by_stem[stem] = name
-    checks = image_decode.check_image_files([os.path.join(image_dir, n) for n in names])
+    checks = image_decode.check_image_files(
+        [os.path.join(image_dir, n) for n in names], max_pixels=max_pixels
+    )
     image_decode.log_bad_images(checks, image_dir)
     image_paths, mask_paths, needs_pil, stems, orientations, unapplied = [], [], [], [], [], []
     for name, check in zip(names, checks, strict=True):
@@ -131,14 +137,13 @@ def _check_pair(
     try:
         with Image.open(mask_path) as m:
             mode, mask_size = m.mode, m.size
-            if mode not in _TF_DECODABLE_MODES + _PIL_DECODED_MODES:
-                raise ValueError(
-                    f"{mask_path}: expected a single-channel PNG of class indices "
-                    f"(mode L or P), got mode {mode}"
-                )
-            values = np.unique(np.asarray(m))
     except OSError as e:
         raise ValueError(f"Unreadable image or mask: {image_path} / {mask_path} ({e})") from e
+    if mode not in _TF_DECODABLE_MODES + _PIL_DECODED_MODES:
+        raise ValueError(
+            f"{mask_path}: expected a single-channel PNG of class indices "
+            f"(mode L or P), got mode {mode}"
+        )
     orientation, problem = image_decode.orientation_for(check, mask_size)
     image_size = check.displayed_size if orientation != 1 else (check.width, check.height)
     if mask_size != image_size:
@@ -152,6 +157,11 @@ def _check_pair(
             f"Mask size {mask_size[1]}x{mask_size[0]} of {mask_path} differs from image size "
             f"{image_size[1]}x{image_size[0]} of {image_path}{exif}"
         )
+    try:  # decoded only now that its size (the image's, within the pixel limit) is known
+        with Image.open(mask_path) as m:
+            values = np.unique(np.asarray(m))
+    except OSError as e:
+        raise ValueError(f"Unreadable image or mask: {image_path} / {mask_path} ({e})") from e
     bad = values[(values >= num_classes) & (values != ignore_label)]
     if bad.size:
         raise ValueError(
@@ -168,7 +178,7 @@ def _pil_mask(path: bytes) -> np.ndarray:
 
 def _decoder(ignore_label: int):
     def decode(image_path, mask_path, mask_needs_pil, stem, orientation) -> dict:
-        image = tf.io.decode_image(tf.io.read_file(image_path), channels=3, expand_animations=False)
+        image = image_decode.decode_rgb(tf.io.read_file(image_path))
         image = image_decode.apply_orientation(image, orientation)
         mask = tf.cond(
             mask_needs_pil,
@@ -183,10 +193,12 @@ def _decoder(ignore_label: int):
     return decode
 
 
-def load(directory: str, ignore_label: int = 255) -> tuple[tf.data.Dataset, LabelMap]:
+def load(
+    directory: str, ignore_label: int = 255, max_pixels: int = MAX_IMAGE_PIXELS
+) -> tuple[tf.data.Dataset, LabelMap]:
     """Decoded examples of one mask folder and its contiguous LabelMap (dataset id = mask value)."""
     names, _ = read_class_names(directory)
-    files = list_files(directory, len(names), ignore_label)
+    files = list_files(directory, len(names), ignore_label, max_pixels)
     ds = tf.data.Dataset.from_tensor_slices(
         (
             dataset_paths.tf_paths(files.image_paths),
@@ -196,5 +208,12 @@ def load(directory: str, ignore_label: int = 255) -> tuple[tf.data.Dataset, Labe
             np.asarray(files.orientations, np.int32),
         )
     )
-    ds = ds.map(_decoder(ignore_label), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = image_decode.map_skipping_undecodable(
+        ds, _decoder(ignore_label), _image_path, directory, num_parallel_calls=tf.data.AUTOTUNE
+    )
     return ds, LabelMap.contiguous(names)
+
+
+def _image_path(image_path, *rest):
+    del rest
+    return image_path

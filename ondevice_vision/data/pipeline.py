@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from ondevice_vision.data import decoded_cache
+from ondevice_vision.data import decoded_cache, image_decode
 
 
 def prepare_source(
@@ -35,7 +35,13 @@ def prepare_source(
         source = source.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     if decoded_cache_dir:
         if decode is not None:
-            source = source.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+            source = image_decode.map_skipping_undecodable(
+                source,
+                decode,
+                image_decode.example_name,
+                "training images",
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
         name = decoded_cache.cache_name("train" if training else "eval", input_context)
         source = decoded_cache.cache_decoded(source, decoded_cache_dir, name)
     if training and shuffle_buffer:

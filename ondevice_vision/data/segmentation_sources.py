@@ -14,6 +14,7 @@ from __future__ import annotations
 import ml_collections
 import tensorflow as tf
 
+from ondevice_vision.configs.common import MAX_IMAGE_PIXELS
 from ondevice_vision.data import (
     cityscapes_folder,
     cityscapes_labels,
@@ -48,7 +49,11 @@ def _tfds(cfg, split):
 
 def _cityscapes_folder(cfg, split):
     root = _require(cfg, "root")
-    ds, _ = cityscapes_folder.load(root, cfg.train_split if split == "train" else cfg.eval_split)
+    ds, _ = cityscapes_folder.load(
+        root,
+        cfg.train_split if split == "train" else cfg.eval_split,
+        max_pixels=cfg.get("max_image_pixels", MAX_IMAGE_PIXELS),
+    )
     return ds, cityscapes_labels.label_map()
 
 
@@ -63,7 +68,11 @@ def _mask_folder(cfg, split):
             raise ValueError(
                 f"Class lists differ: {path} has {names}, {other_path} has {other_names}"
             )
-    return mask_folder.load(directory, ignore_label=cfg.ignore_label)
+    return mask_folder.load(
+        directory,
+        ignore_label=cfg.ignore_label,
+        max_pixels=cfg.get("max_image_pixels", MAX_IMAGE_PIXELS),
+    )
 
 
 def _coco_folder(cfg, split):

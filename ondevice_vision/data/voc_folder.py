@@ -32,6 +32,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from ondevice_vision import files
+from ondevice_vision.configs.common import MAX_IMAGE_PIXELS
 from ondevice_vision.data import dataset_paths, image_decode
 from ondevice_vision.data.label_map import LabelMap
 
@@ -44,9 +46,9 @@ def _stems(directory: str, image_set: str | None) -> list[str]:
         list_file = os.path.join(directory, "ImageSets", "Main", f"{image_set}.txt")
         if not os.path.isfile(list_file):
             raise FileNotFoundError(f"VOC image set file not found: {list_file}")
-        with open(list_file) as f:
-            # Per-class lists ("<stem> 1") share the folder; keep only the first column.
-            stems = {line.split()[0] for line in f if line.strip()}
+        # Per-class lists ("<stem> 1") share the folder; keep only the first column.
+        lines = files.read_text(list_file).splitlines()
+        stems = {line.split()[0] for line in lines if line.strip()}
         for stem in stems:
             dataset_paths.join_inside(annotations, stem, list_file)
     else:
@@ -78,6 +80,26 @@ def _number(node: ET.Element, tag: str, xml_path: str) -> float:
     return value
 
 
+_FLAG_VALUES = {"0": False, "1": True, "false": False, "true": True}
+
+
+def _flag(node: ET.Element, tag: str, xml_path: str) -> bool:
+    """A 0/1 field (`<difficult>`); other text would silently change what is scored."""
+    text = _text(node, tag, xml_path, "0")
+    if text.lower() not in _FLAG_VALUES:
+        raise ValueError(f"{xml_path}: <{tag}> must be 0, 1, true or false, got {text!r}")
+    return _FLAG_VALUES[text.lower()]
+
+
+def _size(node: ET.Element, tag: str, xml_path: str) -> float:
+    if node.find(tag) is None or not (node.find(tag).text or "").strip():
+        return 0.0
+    value = _number(node, tag, xml_path)
+    if value < 0:
+        raise ValueError(f"{xml_path}: <{tag}> is negative: {value}")
+    return value
+
+
 def parse_voc_xml(xml_path: str) -> dict:
     """One annotation file -> {filename, width, height, objects: [(name, x0, y0, x1, y1, difficult)]}.
 
@@ -93,8 +115,8 @@ def parse_voc_xml(xml_path: str) -> dict:
     width = height = 0.0
     size = root.find("size")
     if size is not None:
-        width = float(_text(size, "width", xml_path, "0"))
-        height = float(_text(size, "height", xml_path, "0"))
+        width = _size(size, "width", xml_path)
+        height = _size(size, "height", xml_path)
     objects = []
     for obj in root.findall("object"):
         box = obj.find("bndbox")
@@ -107,7 +129,7 @@ def parse_voc_xml(xml_path: str) -> dict:
                 _number(box, "ymin", xml_path),
                 _number(box, "xmax", xml_path),
                 _number(box, "ymax", xml_path),
-                _text(obj, "difficult", xml_path, "0") not in ("0", "false", "False"),
+                _flag(obj, "difficult", xml_path),
             )
         )
     return {
@@ -129,7 +151,10 @@ def collect_class_names(directories: Sequence[str], image_sets: Sequence[str | N
 
 
 def read_voc_folder(
-    directory: str, class_names: Sequence[str] | None = None, image_set: str | None = None
+    directory: str,
+    class_names: Sequence[str] | None = None,
+    image_set: str | None = None,
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ):
     """Parses and validates a VOC folder; returns (per-image records, LabelMap, counts dict)."""
     stems = _stems(directory, image_set)
@@ -152,7 +177,7 @@ def read_voc_folder(
             p["filename"],
             os.path.join(directory, "Annotations", stem + ".xml"),
         )
-        if not os.path.isfile(image_path):
+        if not os.path.exists(image_path):  # a FIFO is found, then named and skipped
             missing.append(image_path)
         paths.append(image_path)
     if missing:
@@ -166,7 +191,7 @@ def read_voc_folder(
             f"{directory}: {len(missing)} image files not found: {listed}{more}"
         )
 
-    checks = image_decode.check_image_files(paths)
+    checks = image_decode.check_image_files(paths, max_pixels=max_pixels)
     counts = {
         "skipped_images": image_decode.log_bad_images(checks, directory),
         "dropped_boxes": 0,
@@ -220,10 +245,11 @@ def load_voc_folder(
     class_names: Sequence[str] | None = None,
     image_set: str | None = None,
     encoded: bool = False,
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> tuple[tf.data.Dataset, LabelMap]:
     """Decoded detection examples from a VOC folder, in image_id order (`encoded`: the files'
     bytes as "encoded_image" instead of "image")."""
-    records, label_map, _ = read_voc_folder(directory, class_names, image_set)
+    records, label_map, _ = read_voc_folder(directory, class_names, image_set, max_pixels)
     ds = image_decode.image_files_dataset(
         [r["path"] for r in records],
         {

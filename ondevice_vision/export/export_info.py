@@ -20,6 +20,11 @@ from ondevice_vision.data.label_map import LabelMap
 INFO_FILE = "export.json"
 LABELS_FILE = "labels.json"
 TFLITE_FILE = "model.tflite"
+# Everything an export writes at its top level (a SavedModel's own files and ours); --overwrite
+# refuses a folder holding anything else, as replacing it would delete the user's file.
+EXPORT_NAMES = frozenset(
+    {INFO_FILE, LABELS_FILE, TFLITE_FILE, "saved_model.pb", "fingerprint.pb", "variables", "assets"}
+)
 FORMATS = ("saved_model", "tflite")
 QUANTIZATIONS = ("none", "fp16", "int8")
 
@@ -73,10 +78,18 @@ def check_replaceable(export_dir: str, overwrite: bool) -> None:
         raise FileExistsError(f"{export_dir}: already exists (pass --overwrite to replace it)")
     if os.path.islink(export_dir) or not os.path.isdir(export_dir):
         raise FileExistsError(f"{export_dir}: exists and is not an export directory; not replaced")
-    if os.listdir(export_dir) and not os.path.isfile(os.path.join(export_dir, INFO_FILE)):
+    entries = os.listdir(export_dir)
+    if entries and not os.path.isfile(os.path.join(export_dir, INFO_FILE)):
         raise FileExistsError(
             f"{export_dir}: exists and holds no {INFO_FILE}, so it is not an ondevice-export "
             "directory; refusing to replace it (choose another --export_dir)"
+        )
+    foreign = sorted(e for e in entries if e not in EXPORT_NAMES)
+    if foreign:
+        raise FileExistsError(
+            f"{export_dir}: holds files an export does not write ({', '.join(foreign[:5])}"
+            f"{f' and {len(foreign) - 5} more' if len(foreign) > 5 else ''}); replacing the "
+            "folder would delete them: move them out or choose another --export_dir"
         )
 
 
@@ -101,8 +114,7 @@ def read_export_files(directory: str) -> tuple[ExportInfo, LabelMap]:
                 f"{path} not found: {directory} is not an ondevice-export directory"
             )
     try:
-        with open(info_path) as f:
-            info = ExportInfo.from_json(f.read())
+        info = ExportInfo.from_json(files.read_text(info_path))
         label_map = LabelMap.load(labels_path)
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{directory}: unreadable {INFO_FILE} / {LABELS_FILE}: {e}") from e

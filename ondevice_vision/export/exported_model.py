@@ -68,8 +68,12 @@ def _check_images(images) -> np.ndarray:
 class SavedModelRunner(ExportRunner):
     def __init__(self, path: str, info: ExportInfo, label_map: LabelMap):
         super().__init__(path, info, label_map)
-        self.loaded = tf.saved_model.load(path)
-        self.signature = self.loaded.signatures["serving_default"]
+        try:
+            self.loaded = tf.saved_model.load(path)
+            self.signature = self.loaded.signatures["serving_default"]
+        except (OSError, ValueError, KeyError, tf.errors.OpError) as e:
+            detail = " ".join(str(getattr(e, "message", e)).split())[:200]
+            raise ValueError(f"{path}: not a readable SavedModel of ours ({detail})") from e
 
     def predict(self, images, with_probabilities: bool = False) -> dict:
         images = _check_images(images)
@@ -92,8 +96,12 @@ class TFLiteRunner(ExportRunner):
                 path,
             )
             num_threads = 1
-        self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
-        self.runner = self.interpreter.get_signature_runner("serving_default")
+        try:
+            self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
+            self.runner = self.interpreter.get_signature_runner("serving_default")
+        except (ValueError, RuntimeError) as e:
+            detail = " ".join(str(e).split())[:200]
+            raise ValueError(f"{path}: not a readable TFLite model of ours ({detail})") from e
         self.input_detail = self.runner.get_input_details()["images"]
         self.output_details = self.runner.get_output_details()
         self.input_size = tuple(int(v) for v in self.input_detail["shape"][1:3])

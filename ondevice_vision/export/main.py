@@ -170,10 +170,12 @@ def main(argv):
     check_config(config)
     from ondevice_vision.tasks import load_trained_model
 
-    model, path = load_trained_model(config, FLAGS.workdir, FLAGS.checkpoint)
+    input_size = parse_size(FLAGS.input_size)
+    # A bad --label_map file fails before the checkpoint is loaded.
     label_map, palette = label_map_and_palette(
         config, FLAGS.label_map, FLAGS.workdir, FLAGS.allow_other_label_map
     )
+    model, path = load_trained_model(config, FLAGS.workdir, FLAGS.checkpoint)
     state = None
     if FLAGS.format == "tflite" and FLAGS.quantization == "int8":
         from ondevice_vision.quantization import qat
@@ -186,7 +188,7 @@ def main(argv):
         FLAGS.export_dir,
         fmt=FLAGS.format,
         quantization=FLAGS.quantization,
-        input_size=parse_size(FLAGS.input_size),
+        input_size=input_size,
         palette=palette,
         num_calibration_images=FLAGS.num_calibration_images,
         use_regular_nms=FLAGS.use_regular_nms,

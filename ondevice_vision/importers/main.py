@@ -16,9 +16,12 @@ What was assigned and skipped is printed as JSON.
 from __future__ import annotations
 
 import json
+import os
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
+
+from ondevice_vision import cli
 
 FLAGS = flags.FLAGS
 
@@ -36,6 +39,36 @@ def define_flags():
     flags.mark_flags_as_required(["config", "checkpoint", "workdir"])
 
 
+def read_variable_names(checkpoint: str) -> list[str]:
+    """The variable names of a TF1 checkpoint; a one-line error naming the file otherwise."""
+    import tensorflow as tf
+
+    from ondevice_vision.backbones import slim_checkpoint
+
+    if os.path.isdir(checkpoint):
+        raise FileNotFoundError(
+            f"{checkpoint}: is a folder; pass the checkpoint prefix inside it (DIR/model.ckpt)"
+        )
+    if not slim_checkpoint.is_tf1_checkpoint(checkpoint):
+        raise FileNotFoundError(
+            f"{checkpoint}.index not found: pass the checkpoint prefix (e.g. DIR/model.ckpt)"
+        )
+    try:
+        names = [name for name, _ in tf.train.list_variables(checkpoint)]
+    except (tf.errors.OpError, ValueError) as e:
+        message = " ".join(str(getattr(e, "message", e)).split())
+        raise ValueError(f"{checkpoint}: not a readable checkpoint ({message})") from e
+    if "_CHECKPOINTABLE_OBJECT_GRAPH" in names:
+        raise ValueError(
+            f"{checkpoint}: is a TF2 (object-based) checkpoint, not a TF1 one of the Object "
+            "Detection API or slim; a checkpoint of ours is used directly (--workdir, "
+            "train.init_checkpoint)"
+        )
+    if not names:
+        raise ValueError(f"{checkpoint}: the checkpoint holds no variables")
+    return names
+
+
 def import_checkpoint(
     config, checkpoint: str, workdir: str, use_moving_averages: bool = False
 ) -> dict:
@@ -49,10 +82,8 @@ def import_checkpoint(
     from ondevice_vision.models.ssdlite import SSDLiteDetector
     from ondevice_vision.tasks import recorded_labels
 
-    if not slim_checkpoint.is_tf1_checkpoint(checkpoint):
-        raise FileNotFoundError(
-            f"{checkpoint}.index not found: pass the checkpoint prefix (e.g. DIR/model.ckpt)"
-        )
+    checkpoint = checkpoints.prefix_of(checkpoint)
+    names = read_variable_names(checkpoint)
     if checkpoints.latest_checkpoint(workdir):
         raise FileExistsError(
             f"{checkpoints.checkpoint_dir(workdir)} already holds a checkpoint; import into a "
@@ -81,11 +112,17 @@ def import_checkpoint(
                 f"{checkpoint} is {what}; it needs {needed} config, not a {config.task} one"
             )
         report = load(model, checkpoint, moving_averages=use_moving_averages)
-    else:
+    elif any(name.startswith(slim_checkpoint.slim_scope(config.model.backbone)) for name in names):
         report = slim_checkpoint.load_slim_checkpoint(
             model.backbone, checkpoint, use_moving_averages
         )
         kind = "slim"
+    else:
+        raise ValueError(
+            f"{checkpoint}: neither an Object Detection API nor a DeepLab checkpoint nor "
+            f"a slim {config.model.backbone} one ({slim_checkpoint.slim_scope(config.model.backbone)}/...); "
+            f"its first variables: {', '.join(sorted(names)[:3])}"
+        )
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
     manager = checkpoints.make_manager(tf.train.Checkpoint(model=model, step=step), workdir, 1)
     path = checkpoints.save(manager, 0)
@@ -119,7 +156,7 @@ def main(argv):
 
 def run():
     define_flags()
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

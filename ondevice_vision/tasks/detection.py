@@ -18,7 +18,13 @@ from PIL import Image
 from ondevice_vision import drawing
 from ondevice_vision.data import detection_augment
 from ondevice_vision.data.detection_sources import load_detection_source, source_label_map
-from ondevice_vision.data.image_decode import apply_orientation, decode_rgb, resize_pixels
+from ondevice_vision.data.image_decode import (
+    apply_orientation,
+    decode_rgb,
+    example_name,
+    map_skipping_undecodable,
+    resize_pixels,
+)
 from ondevice_vision.data.label_map import LabelMap, unused_name
 from ondevice_vision.data.pipeline import prepare_task_source
 from ondevice_vision.heads import anchors as anchors_lib
@@ -168,7 +174,16 @@ def build_dataset(config, split: str, batch_size: int, input_context=None, repea
     parse = functools.partial(
         parse_example, config=config, remap=_class_remap(config, source_map), training=training
     )
-    ds = source.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    # Decoding happens in `parse` (only the crop window of a JPEG when augmenting): a file the
+    # decoder refuses there is skipped and named instead of ending the run.
+    ds = map_skipping_undecodable(
+        source,
+        parse,
+        example_name,
+        f"{split} images",
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=not training,
+    )
     ds = ds.batch(batch_size, drop_remainder=training)
     if not (training and _matches_in_train_step(config)):
         targets = functools.partial(add_targets, config=config, anchor_boxes=_anchors(config))

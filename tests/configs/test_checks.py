@@ -1,9 +1,13 @@
 """Config values are range-checked before anything runs, each problem naming its key."""
 
+import re
+
 import pytest
 
 from ondevice_vision.configs import (
+    lraspp_finetune_own_masks,
     lraspp_mobilenet_v3_small_shapes,
+    ssdlite_finetune_own_data,
     ssdlite_mobilenet_v3_large_320_coco,
     ssdlite_mobilenet_v3_small_shapes,
 )
@@ -78,3 +82,50 @@ def test_config_arguments_are_whole_words():
     with pytest.raises(ValueError, match="unknown config argument coco"):
         ssdlite_mobilenet_v3_large_320_coco.get_config("coco")
     assert ssdlite_mobilenet_v3_large_320_coco.get_config("coco14,smoke").data.source == "shapes"
+
+
+@pytest.mark.parametrize(
+    "key,value,want",
+    [
+        ("model.postprocess.iou_threshold", 1.5, "in (0, 1]"),
+        ("model.postprocess.score_threshold", -0.1, "in [0, 1)"),
+        ("model.postprocess.max_detections", 0, "a positive integer"),
+        ("data.max_boxes", 0, "a positive integer"),
+        ("data.max_image_pixels", -1, "zero or more"),
+    ],
+)
+def test_postprocess_and_data_values_name_their_key(key, value, want):
+    config = ssdlite_mobilenet_v3_small_shapes.get_config()
+    node = config
+    *parents, name = key.split(".")
+    for part in parents:
+        node = node[part]
+    node[name] = value
+    with pytest.raises(ValueError, match=rf"config\.{re.escape(key)}: must be {re.escape(want)}"):
+        check_config(config)
+
+
+def test_a_minimum_above_its_maximum_names_both_keys():
+    config = lraspp_mobilenet_v3_small_shapes.get_config()
+    config.data.min_scale, config.data.max_scale = 2.0, 0.5
+    with pytest.raises(ValueError, match=r"config\.data\.min_scale: must not exceed config\.data"):
+        check_config(config)
+    detection = ssdlite_mobilenet_v3_small_shapes.get_config()
+    detection.model.anchors.min_scale, detection.model.anchors.max_scale = 0.9, 0.2
+    assert "model.anchors.min_scale" in "; ".join(config_problems(detection))
+
+
+@pytest.mark.parametrize(
+    "module,arg,word",
+    [
+        (ssdlite_finetune_own_data, "smok", "smok"),
+        (ssdlite_finetune_own_data, "enlarged,coconut", "coconut, enlarged"),
+        (lraspp_finetune_own_masks, "lrage", "lrage"),
+    ],
+)
+def test_fine_tuning_config_arguments_are_whole_words(module, arg, word):
+    with pytest.raises(ValueError, match=f"unknown config argument {word} in"):
+        module.get_config(arg)
+    with pytest.raises(ValueError, match="pick one of small and large"):
+        module.get_config("small,large")
+    assert module.get_config("large,smoke").model.backbone == "mobilenet_v3_large"

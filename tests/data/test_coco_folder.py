@@ -314,3 +314,50 @@ def test_non_utf8_file_names_are_read(tmp_path):
     )
     (example,) = list(coco_folder.load_coco_folder(d)[0].as_numpy_iterator())
     np.testing.assert_array_equal(example["image"], _pixels(8, 12))
+
+
+def test_an_annotation_file_of_another_name_is_found_or_named(tmp_path):
+    d = _valid_folder(tmp_path)
+    os.rename(f"{d}/annotations.json", f"{d}/_annotations.coco.json")
+    records, _, _ = coco_folder.read_coco_folder(d)  # the only *.json of the folder
+    assert sorted(r["image_id"] for r in records) == [3, 7, 9]
+    with open(f"{d}/notes.json", "w") as f:
+        f.write("{}")
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"annotations\.json not found; the folder holds 2 JSON files "
+        r"\(_annotations\.coco\.json, notes\.json\): name the annotation file with "
+        r"data\.train_annotations",
+    ):
+        coco_folder.read_coco_folder(d)
+    config = base_detection.detection_config("mobilenet_v3_small")
+    config.data.update(
+        source="coco_folder",
+        train_dir=d,
+        eval_dir=d,
+        train_annotations="_annotations.coco.json",
+        eval_annotations="_annotations.coco.json",
+    )
+    ds, label_map = detection_sources.load_detection_source(config.data, "eval")
+    assert label_map.names == ("person", "car", "dog")
+    assert len(list(ds.as_numpy_iterator())) == 3
+
+
+def test_an_annotation_without_bbox_names_the_key(tmp_path):
+    d = _valid_folder(tmp_path)
+    data = json.load(open(os.path.join(d, "annotations.json")))
+    data["annotations"].append({"id": 55, "image_id": 7, "category_id": 1})
+    _write_json(d, data)
+    with pytest.raises(ValueError, match=r"annotations\.json: annotation 55: missing key 'bbox'"):
+        coco_folder.read_coco_folder(d)
+
+
+def test_a_json_file_with_a_utf8_byte_order_mark_is_read(tmp_path):
+    d = _valid_folder(tmp_path)
+    path = os.path.join(d, "annotations.json")
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(b"\xef\xbb\xbf" + data)
+    records, label_map, _ = coco_folder.read_coco_folder(d)
+    assert len(records) == 3 and label_map.names == ("person", "car", "dog")

@@ -182,3 +182,9 @@ def test_non_utf8_file_names_are_read(tmp_path):
     os.rename(directory / "masks" / "img00.png", directory / "masks" / f"{stem}.png")
     (example,) = list(mask_folder.load(str(directory))[0].as_numpy_iterator())
     assert example["image_id"] == b"caf\xe9" and example["mask"].shape == (8, 8, 1)
+
+
+def test_classes_txt_with_a_utf8_byte_order_mark(tmp_path):
+    _write_folder(tmp_path, _masks())
+    (tmp_path / "classes.txt").write_bytes(b"\xef\xbb\xbf" + "\n".join(CLASSES).encode())
+    assert mask_folder.read_class_names(str(tmp_path))[0] == tuple(CLASSES)

@@ -227,3 +227,40 @@ def test_non_utf8_file_names_are_read(tmp_path):
     _add(d, "x", (10, 20), [("a", (1, 1, 5, 5), False)], ext="png")
     (example,) = list(voc_folder.load_voc_folder(d)[0].as_numpy_iterator())
     assert example["image"].shape == (10, 20, 3)
+
+
+@pytest.mark.parametrize("text", ["maybe", "2", "yes"])
+def test_free_text_in_a_flag_field_names_the_file_and_the_field(tmp_path, text):
+    d = _valid_folder(tmp_path)
+    xml = f"{d}/Annotations/2008_000001.xml"
+    with open(xml) as f:
+        content = f.read()
+    with open(xml, "w") as f:
+        f.write(content.replace("<difficult>0</difficult>", f"<difficult>{text}</difficult>"))
+    with pytest.raises(ValueError, match=rf"{re.escape(xml)}: <difficult> must be 0, 1, true or"):
+        voc_folder.read_voc_folder(d)
+
+
+def test_free_text_in_the_size_names_the_file_and_the_field(tmp_path):
+    d = _valid_folder(tmp_path)
+    xml = f"{d}/Annotations/2008_000001.xml"
+    with open(xml) as f:
+        content = f.read()
+    with open(xml, "w") as f:
+        f.write(content.replace("<width>30</width>", "<width>thirty</width>"))
+    with pytest.raises(ValueError, match=rf"{re.escape(xml)}: <width> is not a number"):
+        voc_folder.read_voc_folder(d)
+
+
+def test_image_set_and_xml_with_a_utf8_byte_order_mark_are_read(tmp_path):
+    d = _valid_folder(tmp_path)
+    os.makedirs(f"{d}/ImageSets/Main")
+    with open(f"{d}/ImageSets/Main/train.txt", "wb") as f:
+        f.write(b"\xef\xbb\xbf2008_000001\n2008_000002\n")
+    xml = f"{d}/Annotations/2008_000001.xml"
+    with open(xml, "rb") as f:
+        content = f.read()
+    with open(xml, "wb") as f:
+        f.write(b"\xef\xbb\xbf" + content)
+    records, label_map, _ = voc_folder.read_voc_folder(d, image_set="train")
+    assert len(records) == 2 and "person" in label_map.names

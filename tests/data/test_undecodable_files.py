@@ -1,0 +1,179 @@
+"""Files that pass a header check but that TensorFlow's decoders refuse, files that are not regular
+files, and decompression bombs: skipped and named (training, evaluation, predict), never a hang or
+an error naming no file. docs/bad_input_policy.md lists the cases."""
+
+import io
+import json
+import os
+import signal
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ondevice_vision import predict
+from ondevice_vision.configs import base_detection
+from ondevice_vision.data import coco_folder, image_decode, mask_folder
+from ondevice_vision.tasks import detection as detection_task
+
+
+@pytest.fixture(autouse=True)
+def _no_hang():
+    """A read that blocks (a FIFO) fails the test instead of hanging the run."""
+    signal.signal(signal.SIGALRM, signal.default_int_handler)
+    signal.alarm(120)
+    yield
+    signal.alarm(0)
+
+
+def _pixels(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _damaged_jpeg(path):
+    """Markers intact (PIL opens and verifies it; it ends with FFD9), scan data overwritten."""
+    buffer = io.BytesIO()
+    Image.fromarray(_pixels(48, 64)).save(buffer, "JPEG", quality=90)
+    data = bytearray(buffer.getvalue())
+    start = data.index(b"\xff\xda") + 20
+    for i in range(start, len(data) - 10, 7):
+        data[i] = 0xFF if i % 2 else 0xD3
+    with open(path, "wb") as f:
+        f.write(bytes(data))
+    assert image_decode.check_image_file(path).problem is None
+
+
+def _png_header_only(path, width, height):
+    """A PNG declaring width x height whose pixel data is a few bytes: what the header says is all
+    a reader may look at before deciding to decode it."""
+
+    def chunk(kind, body):
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+    with open(path, "wb") as f:
+        f.write(data + chunk(b"IEND", b""))
+
+
+def _coco_folder(d, names):
+    os.makedirs(d, exist_ok=True)
+    images, annotations = [], []
+    for i, name in enumerate(names, start=1):
+        images.append({"id": i, "file_name": name, "width": 64, "height": 48})
+        annotations.append(
+            {"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 20, 20], "iscrowd": 0}
+        )
+    with open(os.path.join(d, "annotations.json"), "w") as f:
+        json.dump(
+            {
+                "images": images,
+                "annotations": annotations,
+                "categories": [{"id": 1, "name": "thing"}],
+            },
+            f,
+        )
+    return str(d)
+
+
+def test_rgba_webp_decodes_and_animated_webp_is_refused_up_front(tmp_path):
+    rgba = np.concatenate([_pixels(20, 30), np.full((20, 30, 1), 128, np.uint8)], -1)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.webp", "WEBP", lossless=True)
+    frames = [Image.fromarray(_pixels(20, 30, s)) for s in (1, 2)]
+    frames[0].save(tmp_path / "anim.webp", "WEBP", save_all=True, append_images=frames[1:])
+    decoded = image_decode.read_rgb(str(tmp_path / "rgba.webp")).numpy()
+    np.testing.assert_array_equal(decoded, rgba[..., :3])
+    check = image_decode.check_image_file(str(tmp_path / "anim.webp"))
+    assert check.problem == "animated WebP (TensorFlow decodes still WebP images only)"
+
+
+def test_damaged_jpeg_is_skipped_and_named_in_evaluation_and_training(tmp_path, capfd):
+    d = tmp_path / "coco"
+    os.makedirs(d)
+    for name in ("a.jpg", "c.jpg"):
+        Image.fromarray(_pixels(48, 64)).save(d / name, quality=95)
+    _damaged_jpeg(str(d / "b.jpg"))
+    _coco_folder(d, ["a.jpg", "b.jpg", "c.jpg"])
+
+    ds, _ = coco_folder.load_coco_folder(str(d))  # decoded: what evaluation reads
+    assert [int(e["image_id"]) for e in ds.as_numpy_iterator()] == [1, 3]
+    assert f"skipping {d}/b.jpg (TensorFlow cannot decode it; 1 skipped so far)" in (
+        capfd.readouterr().err
+    )
+
+    config = base_detection.detection_config("mobilenet_v3_small")
+    config.model.input_size = (64, 64)
+    config.model.num_classes = 1
+    config.data.update(source="coco_folder", train_dir=str(d), eval_dir=str(d))
+    config.train.shuffle_buffer = 4
+    config.data.augment = False  # the whole file is decoded in the training parse step
+    train, _ = detection_task.build_dataset(config, "train", batch_size=2)
+    for _, labels in train.take(3):
+        assert set(labels["image_id"].numpy()) <= {1, 3}
+    err = capfd.readouterr().err
+    assert f"WARNING: train images: skipping {d}/b.jpg (TensorFlow cannot decode it;" in err
+    # With the SSD crop only the crop window is decoded: libjpeg may recover that part of the
+    # file with a warning, or refuse it; either way the run goes on.
+    config.data.augment = True
+    train, _ = detection_task.build_dataset(config, "train", batch_size=2)
+    assert len(list(train.take(4))) == 4
+
+
+def test_non_regular_files_are_named_and_skipped_never_read(tmp_path, caplog):
+    d = tmp_path / "masks_folder"
+    (d / "images").mkdir(parents=True)
+    (d / "masks").mkdir()
+    (d / "classes.txt").write_text("background\nthing\n")
+    Image.fromarray(_pixels(16, 16)).save(d / "images" / "a.png")
+    for stem in ("a", "pipe"):
+        Image.fromarray(np.ones((16, 16), np.uint8)).save(d / "masks" / f"{stem}.png")
+    os.mkfifo(d / "images" / "pipe.png")
+    check = image_decode.check_image_file(str(d / "images" / "pipe.png"))
+    assert check.problem == "a FIFO (named pipe), not a regular file"
+    ds, _ = mask_folder.load(str(d))
+    assert [e["image_id"] for e in ds.as_numpy_iterator()] == [b"a"]
+    assert f"{d}/images/pipe.png: a FIFO" in caplog.text
+
+    coco = _coco_folder(tmp_path / "coco", ["a.png", "pipe.png"])
+    Image.fromarray(_pixels(48, 64)).save(tmp_path / "coco" / "a.png")
+    os.mkfifo(tmp_path / "coco" / "pipe.png")
+    records, _, stats = coco_folder.read_coco_folder(coco)
+    assert [r["image_id"] for r in records] == [1] and stats.skipped_images == 1
+
+    # predict lists only regular files of a folder
+    assert predict.list_inputs(str(d / "images")) == [str(d / "images" / "a.png")]
+    assert f"Skipping {d}/images/pipe.png: not a regular file" in caplog.text
+
+
+def test_a_decompression_bomb_is_named_from_its_header_without_decoding(tmp_path):
+    path = str(tmp_path / "bomb.png")
+    _png_header_only(path, 13000, 13000)
+    assert os.path.getsize(path) < 200
+    check = image_decode.check_image_file(path)
+    assert check.problem == (
+        "13000x13000 = 169,000,000 pixels, above data.max_image_pixels (89,478,485); raise it "
+        "to read this image"
+    )
+    assert (
+        "above data.max_image_pixels (1,000)"
+        in image_decode.check_image_file(path, max_pixels=1000).problem
+    )
+    _png_header_only(str(tmp_path / "small.png"), 40, 30)
+    assert "above" in image_decode.check_image_file(str(tmp_path / "small.png"), 1000).problem
+
+    # Through a COCO folder with the config's limit, and predict's inputs.
+    coco = _coco_folder(tmp_path / "coco", ["bomb.png", "ok.png"])
+    os.rename(path, tmp_path / "coco" / "bomb.png")
+    Image.fromarray(_pixels(48, 64)).save(tmp_path / "coco" / "ok.png")
+    records, _, stats = coco_folder.read_coco_folder(coco, max_pixels=5000)
+    assert [r["image_id"] for r in records] == [2] and stats.skipped_images == 1
+    assert predict.checked_inputs(coco, max_pixels=5000) == [
+        f"{coco}/bomb.png",
+        f"{coco}/ok.png",
+    ]
+    with pytest.raises(ValueError, match="above data.max_image_pixels"):
+        predict.read_image(f"{coco}/bomb.png", max_pixels=5000)
