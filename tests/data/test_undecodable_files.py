@@ -177,3 +177,25 @@ def test_a_decompression_bomb_is_named_from_its_header_without_decoding(tmp_path
     ]
     with pytest.raises(ValueError, match="above data.max_image_pixels"):
         predict.read_image(f"{coco}/bomb.png", max_pixels=5000)
+
+
+def test_predict_refuses_an_output_folder_in_its_input_or_holding_files_of_others(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(_pixels(16, 16)).save(photos / "a.jpg")
+    inputs = [str(photos / "a.jpg")]
+    for output in (photos, photos / "out"):
+        with pytest.raises(ValueError, match=f"--output={output}: is the input folder {photos}"):
+            predict.check_output_dir(str(output), str(photos), inputs)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.jpg.png").write_bytes(b"the user's")
+    with pytest.raises(FileExistsError, match=f"{out}/a.jpg.png: exists and was not written by"):
+        predict.check_output_dir(str(out), str(photos), inputs)
+    (out / "predictions.json").write_text('{"mine": 1}')
+    with pytest.raises(FileExistsError, match=f"{out}/predictions.json: exists and was not"):
+        predict.check_output_dir(str(out), str(photos), inputs)
+    # What an earlier run wrote (its predictions.json lists it) is replaced.
+    earlier = {"model": "m", "task": "detection", "images": [{"picture": "a.jpg.png"}]}
+    (out / "predictions.json").write_text(json.dumps(earlier))
+    predict.check_output_dir(str(out), str(photos), inputs)
