@@ -303,6 +303,12 @@ def write_config(config, workdir: str) -> str:
     return files.write_json(_jsonable(config.to_dict()), path)
 
 
+def read_config(workdir: str) -> dict | None:
+    """The config.json a run wrote into `workdir` (None when there is none)."""
+    path = os.path.join(workdir, "config.json")
+    return files.read_json(path) if tf.io.gfile.exists(path) else None
+
+
 def _jsonable(value):
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
 from ondevice_vision.configs import ssdlite_mobilenet_v3_small_shapes
 from ondevice_vision.eval.coco_evaluator import METRIC_NAMES
@@ -76,20 +77,91 @@ def test_train_and_eval_then_eval_the_checkpoint(tmp_path):
         evaluate_checkpoint(config, str(tmp_path / "empty"))
 
 
+_HELP = {  # module: a flag of its own that its --help must list
+    "ondevice_vision.train": "--workdir",
+    "ondevice_vision.eval": "--saved_model",
+    "ondevice_vision.export": "--export_dir",
+    "ondevice_vision.predict": "--score_threshold",
+    "ondevice_vision.info": "--depth_multiplier",
+    "ondevice_vision.importers": "--checkpoint",
+}
+
+
+def _error_cases(tmp_path):
+    """(module, arguments, what its one ERROR line must say) of mistakes each tool finds before
+    any real work."""
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "model.ckpt.index").write_bytes(os.urandom(300))
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "model.tflite").write_bytes(b"not a flatbuffer" * 8)
+    (export / "labels.json").write_text('{"classes": [{"index": 0, "id": 0, "name": "a"}]}')
+    (export / "export.json").write_text('{"task": "detection", "format": "tflite"}')
+    (tmp_path / "labels.json").write_text('{"names": ["a"]}')
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (8, 8)).save(photos / "a.png")
+    config, work = f"--config={CONFIG}", f"--workdir={tmp_path / 'work'}"
+    return [
+        ("ondevice_vision.info", ["--input_size=abc"], "--input_size must be N or HEIGHT,WIDTH"),
+        ("ondevice_vision.importers", [], "Flag --config must have a value other than None"),
+        (
+            "ondevice_vision.importers",
+            [config, f"--checkpoint={junk}/model.ckpt.index", work],
+            f"{junk}/model.ckpt: not a readable checkpoint",
+        ),
+        (
+            "ondevice_vision.train",
+            [config, work, "--config.model.postprocess.iou_threshold=1.5"],
+            "config.model.postprocess.iou_threshold: must be in (0, 1], got 1.5",
+        ),
+        (
+            "ondevice_vision.eval",
+            [config, f"--tflite={export}/model.tflite"],
+            f"{export}/model.tflite: not a readable TFLite model",
+        ),
+        (
+            "ondevice_vision.export",
+            [
+                config,
+                work,
+                f"--export_dir={tmp_path / 'out'}",
+                f"--label_map={tmp_path}/labels.json",
+            ],
+            f"{tmp_path}/labels.json: not a label map",
+        ),
+        (
+            "ondevice_vision.predict",
+            [f"--model={export}", f"--input={photos}", f"--output={photos}/out"],
+            f"--output={photos}/out: is the input folder {photos} or inside it",
+        ),
+    ]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "module,flag",
-    [
-        ("ondevice_vision.train", "--workdir"),
-        ("ondevice_vision.eval", "--saved_model"),
-        ("ondevice_vision.export", "--export_dir"),
-        ("ondevice_vision.predict", "--score_threshold"),
-        ("ondevice_vision.info", "--depth_multiplier"),
-    ],
-)
-def test_every_cli_runs_as_python_dash_m_and_its_help_lists_its_flags(module, flag):
-    out = subprocess.run(
-        [sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert flag in out.stdout + out.stderr
+def test_every_cli_help_and_errors(tmp_path):
+    """All six tools: --help lists the tool's flags and exits 0; a mistake is one `ERROR:` line
+    naming the file or key, exit status 1, no traceback. The processes run at once."""
+    runs = [(module, ["--help"], None) for module in _HELP] + _error_cases(tmp_path)
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=ENV,
+        )
+        for module, args, _ in runs
+    ]
+    for (module, args, expected), process in zip(runs, processes, strict=True):
+        stdout, stderr = process.communicate(timeout=600)
+        if expected is None:
+            assert process.returncode == 0, f"{module} --help: {stdout[-2000:]}{stderr[-2000:]}"
+            assert _HELP[module] in stdout + stderr, module
+            continue
+        errors = [line for line in stderr.splitlines() if line.startswith("ERROR:")]
+        where = f"{module} {args}: {stderr[-3000:]}"
+        assert process.returncode == 1, where
+        assert len(errors) == 1 and expected in errors[0], where
+        assert "Traceback" not in stderr and "FATAL" not in stderr, where

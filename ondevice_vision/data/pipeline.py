@@ -24,12 +24,14 @@ def prepare_source(
     max_examples: int = 0,
     decoded_cache_dir: str = "",
     decode=None,
+    cache_key: str = "",
 ) -> tf.data.Dataset:
     """Decoded examples -> this worker's shard, shuffled and repeated when training.
 
     `repeat` defaults to `training`; `max_examples` (> 0) cuts a non-repeated pipeline short,
     as `eval.max_images` does. `decoded_cache_dir`: cache the shard there (after `decode`, a
-    function making encoded examples decoded) before shuffling; see data/decoded_cache.py.
+    function making encoded examples decoded) before shuffling, in files named by `cache_key`
+    (the source's fingerprint); see data/decoded_cache.py.
     """
     if input_context is not None and input_context.num_input_pipelines > 1:
         source = source.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
@@ -43,7 +45,7 @@ def prepare_source(
                 num_parallel_calls=tf.data.AUTOTUNE,
             )
         name = decoded_cache.cache_name("train" if training else "eval", input_context)
-        source = decoded_cache.cache_decoded(source, decoded_cache_dir, name)
+        source = decoded_cache.cache_decoded(source, decoded_cache_dir, name, cache_key)
     if training and shuffle_buffer:
         source = source.shuffle(shuffle_buffer, seed=seed)
     if training if repeat is None else repeat:
@@ -57,6 +59,7 @@ def prepare_task_source(source, config, split: str, input_context=None, repeat=N
     """`prepare_source` with a task config's settings (train.shuffle_buffer, train.seed,
     eval.max_images, data.decoded_cache for training) for `split` ("train" shuffles and
     repeats)."""
+    cache_dir = config.data.get("decoded_cache", "") if split == "train" else ""
     return prepare_source(
         source,
         split == "train",
@@ -65,6 +68,7 @@ def prepare_task_source(source, config, split: str, input_context=None, repeat=N
         input_context=input_context,
         repeat=repeat,
         max_examples=config.eval.max_images,
-        decoded_cache_dir=config.data.get("decoded_cache", "") if split == "train" else "",
+        decoded_cache_dir=cache_dir,
         decode=decode,
+        cache_key=decoded_cache.source_fingerprint(config.data) if cache_dir else "",
     )

@@ -174,16 +174,13 @@ def build_dataset(config, split: str, batch_size: int, input_context=None, repea
     parse = functools.partial(
         parse_example, config=config, remap=_class_remap(config, source_map), training=training
     )
-    # Decoding happens in `parse` (only the crop window of a JPEG when augmenting): a file the
-    # decoder refuses there is skipped and named instead of ending the run.
-    ds = map_skipping_undecodable(
-        source,
-        parse,
-        example_name,
-        f"{split} images",
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=not training,
-    )
+    options = {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": not training}
+    if "encoded_image" in source.element_spec:
+        # Decoding happens in `parse` (only the crop window of a JPEG when augmenting): a file
+        # the decoder refuses there is skipped and named instead of ending the run.
+        ds = map_skipping_undecodable(source, parse, example_name, f"{split} images", **options)
+    else:  # decoded in memory (shapes), or by the decoded cache's guarded decode
+        ds = source.map(parse, **options)
     ds = ds.batch(batch_size, drop_remainder=training)
     if not (training and _matches_in_train_step(config)):
         targets = functools.partial(add_targets, config=config, anchor_boxes=_anchors(config))

@@ -368,11 +368,25 @@ class Trainer:
             checkpoint.ema = self.ema
         iterator = self.input.make_iterator()
         if restore_data:
+            self._check_same_batch_size()
             tf.train.Checkpoint(data=iterator).read(latest).expect_partial()
             logging.info("Restored the input pipeline position from %s", latest)
         if save_data:
             checkpoint.data = iterator
         return iterator
+
+    def _check_same_batch_size(self) -> None:
+        """The saved input position holds batches of the run's batch size: another one fails
+        inside TensorFlow with a message naming no key."""
+        saved = checkpoints.read_config(self.workdir)
+        before = (saved or {}).get("train", {}).get("batch_size")
+        if before is not None and before != self.config.train.batch_size:
+            raise ValueError(
+                f"config.train.batch_size: {self.config.train.batch_size}, but the run being "
+                f"resumed in {self.workdir} used {before} (its config.json), and its saved input "
+                f"position holds batches of {before}: resume with "
+                f"--config.train.batch_size={before}, or train into a new workdir"
+            )
 
     # ---------------------------------------------------------------- eval
     def evaluate(self, eval_fn, step: int) -> tuple[dict | None, bool]:

@@ -318,7 +318,7 @@ def test_non_utf8_file_names_are_read(tmp_path):
 
 def test_an_annotation_file_of_another_name_is_found_or_named(tmp_path):
     d = _valid_folder(tmp_path)
-    os.rename(f"{d}/annotations.json", f"{d}/_annotations.coco.json")
+    os.rename(f"{d}/annotations.json", f"{d}/labelled.coco.json")
     records, _, _ = coco_folder.read_coco_folder(d)  # the only *.json of the folder
     assert sorted(r["image_id"] for r in records) == [3, 7, 9]
     with open(f"{d}/notes.json", "w") as f:
@@ -326,7 +326,7 @@ def test_an_annotation_file_of_another_name_is_found_or_named(tmp_path):
     with pytest.raises(
         FileNotFoundError,
         match=r"annotations\.json not found; the folder holds 2 JSON files "
-        r"\(_annotations\.coco\.json, notes\.json\): name the annotation file with "
+        r"\(labelled\.coco\.json, notes\.json\): name the annotation file with "
         r"data\.train_annotations",
     ):
         coco_folder.read_coco_folder(d)
@@ -335,8 +335,8 @@ def test_an_annotation_file_of_another_name_is_found_or_named(tmp_path):
         source="coco_folder",
         train_dir=d,
         eval_dir=d,
-        train_annotations="_annotations.coco.json",
-        eval_annotations="_annotations.coco.json",
+        train_annotations="labelled.coco.json",
+        eval_annotations="labelled.coco.json",
     )
     ds, label_map = detection_sources.load_detection_source(config.data, "eval")
     assert label_map.names == ("person", "car", "dog")
