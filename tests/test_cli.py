@@ -103,7 +103,16 @@ def _error_cases(tmp_path):
     photos.mkdir()
     Image.new("RGB", (8, 8)).save(photos / "a.png")
     config, work = f"--config={CONFIG}", f"--workdir={tmp_path / 'work'}"
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "metrics.json").write_text("{}")
+    (home / "thesis.tex").write_text("mine")
     return [
+        (
+            "ondevice_vision.train",
+            [config, f"--workdir={home}"],
+            f"workdir {home}: holds files that are not a run's (thesis.tex)",
+        ),
         ("ondevice_vision.info", ["--input_size=abc"], "--input_size must be N or HEIGHT,WIDTH"),
         ("ondevice_vision.importers", [], "Flag --config must have a value other than None"),
         (

@@ -18,7 +18,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "ondevice_vision"
 LAYERS = [
     ["configs"],
     ["files", "progress", "sizes", "cli", "keras_private"],
-    ["workdir_lock"],
+    ["workdir_lock", "workdir_owner"],
     ["checkpoints", "drawing", "backbones", "model_stats"],
     ["data"],
     ["heads"],

@@ -298,6 +298,14 @@ def read_coco_folder(
             stats.clipped_boxes,
         )
     logging.info("%s: %d images, %d boxes", path, stats.images, stats.boxes)
+    if records and not stats.boxes:
+        logging.warning(
+            "%s: NO BOXES AT ALL in %d images: a detector trained on it learns only background, "
+            "and its evaluation scores nothing (every metric -1). Is this the right annotation "
+            "file?",
+            path,
+            stats.images,
+        )
     if not records:
         raise ValueError(f"{path}: no usable images")
     return records, label_map, stats

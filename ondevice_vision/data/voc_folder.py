@@ -237,6 +237,13 @@ def read_voc_folder(
     if not records:
         raise ValueError(f"{directory}: no usable images")
     logging.info("%s: %d images, %d classes", directory, len(records), label_map.num_classes)
+    if not any(len(r["boxes"]) for r in records):
+        logging.warning(
+            "%s: NO BOXES AT ALL in %d images: a detector trained on it learns only background, "
+            "and its evaluation scores nothing (every metric -1)",
+            directory,
+            len(records),
+        )
     return records, label_map, counts
 
 

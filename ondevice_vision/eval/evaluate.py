@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from ondevice_vision import checkpoints, files, tasks
 from ondevice_vision.eval.validation_loss import validation_loss
@@ -47,11 +48,37 @@ def evaluate(
 
     total = config.eval.max_images or _known_length(dataset, config.eval.batch_size)
     metrics = evaluator.run(dataset, predict_fn, visualize, total_images=total)
+    warn_if_nothing_scored(metrics, evaluator.num_images)
     if model is not None and config.eval.get("validation_loss", True):
         metrics.update(validation_loss(config, model, dataset))
     if workdir:
         _write_results(workdir, step, metrics, evaluator)
     return metrics
+
+
+def check_eval_split(config) -> None:
+    """Reads the eval split's source as evaluation will (every file checked), before training:
+    a missing, empty or imageless eval split otherwise surfaces after the whole run."""
+    dataset, _ = tasks.get_task(config).build_dataset(config, "eval", config.eval.batch_size)
+    if int(dataset.cardinality()) == 0:
+        raise ValueError(
+            f"config.data: the eval split of data source {config.data.source!r} is empty"
+        )
+
+
+def warn_if_nothing_scored(metrics: dict, num_images: int) -> bool:
+    """A loud warning when every headline metric is -1 (COCOeval's "nothing to score": no
+    ground-truth box in the split) or no image was evaluated; returns whether it warned."""
+    scores = [v for k, v in metrics.items() if isinstance(v, float) and not k.startswith("loss")]
+    if num_images and not (scores and all(v == -1 for v in scores)):
+        return False
+    logging.warning(
+        "NOTHING WAS SCORED: %d eval images, every metric is -1 (%s). The eval split has no "
+        "ground-truth labels (or none the model's classes cover): these numbers mean nothing.",
+        num_images,
+        ", ".join(f"{k}={v}" for k, v in list(metrics.items())[:4] if isinstance(v, float)),
+    )
+    return True
 
 
 def _known_length(dataset, batch_size: int) -> int | None:

@@ -81,9 +81,11 @@ def import_checkpoint(
     from ondevice_vision.models.lraspp import Segmenter
     from ondevice_vision.models.ssdlite import SSDLiteDetector
     from ondevice_vision.tasks import recorded_labels
+    from ondevice_vision.workdir_owner import claim_workdir
 
     checkpoint = checkpoints.prefix_of(checkpoint)
     names = read_variable_names(checkpoint)
+    claim_workdir(workdir)
     if checkpoints.latest_checkpoint(workdir):
         raise FileExistsError(
             f"{checkpoints.checkpoint_dir(workdir)} already holds a checkpoint; import into a "

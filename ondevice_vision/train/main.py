@@ -45,6 +45,11 @@ flags.DEFINE_bool(
     "tf.config.experimental.enable_op_determinism(): bit-reproducible runs (slower; the input "
     "pipeline keeps its order).",
 )
+flags.DEFINE_bool(
+    "adopt_workdir",
+    False,
+    "Train into a --workdir that holds files other than a run's (refused without this flag).",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -95,9 +100,10 @@ def main(argv):
 
     from ondevice_vision import files
     from ondevice_vision.configs.checks import check_config
-    from ondevice_vision.eval.evaluate import evaluate, evaluate_checkpoint
+    from ondevice_vision.eval.evaluate import check_eval_split, evaluate, evaluate_checkpoint
     from ondevice_vision.train import strategy as strategy_lib
     from ondevice_vision.train.trainer import NonFiniteLossError, Trainer
+    from ondevice_vision.workdir_owner import claim_workdir
 
     config, workdir = FLAGS.config, FLAGS.workdir
     check_config(config)
@@ -105,6 +111,9 @@ def main(argv):
         files.check_writable_dir(workdir)
     except PermissionError as e:
         sys.exit(f"ERROR: {e}")
+    claim_workdir(workdir, adopt=FLAGS.adopt_workdir)
+    if FLAGS.mode == "train_and_eval":
+        check_eval_split(config)  # an empty or unreadable eval split fails now, not after training
     if FLAGS.cpu_replicas:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(

@@ -4,6 +4,7 @@ an error naming no file. docs/bad_input_policy.md lists the cases."""
 
 import io
 import json
+import logging
 import os
 import signal
 import struct
@@ -16,6 +17,7 @@ from PIL import Image
 from ondevice_vision import predict
 from ondevice_vision.configs import base_detection
 from ondevice_vision.data import coco_folder, image_decode, mask_folder
+from ondevice_vision.eval import evaluate
 from ondevice_vision.tasks import detection as detection_task
 
 
@@ -199,3 +201,36 @@ def test_predict_refuses_an_output_folder_in_its_input_or_holding_files_of_other
     earlier = {"model": "m", "task": "detection", "images": [{"picture": "a.jpg.png"}]}
     (out / "predictions.json").write_text(json.dumps(earlier))
     predict.check_output_dir(str(out), str(photos), inputs)
+
+
+def test_no_labels_at_the_start_and_nothing_scored_at_the_end_are_loud(tmp_path, caplog):
+    d = tmp_path / "coco"
+    os.makedirs(d)
+    Image.fromarray(_pixels(48, 64)).save(d / "a.png")
+    with open(d / "annotations.json", "w") as f:
+        json.dump(
+            {
+                "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 48}],
+                "annotations": [],
+                "categories": [{"id": 1, "name": "thing"}],
+            },
+            f,
+        )
+    with caplog.at_level(logging.WARNING):
+        coco_folder.read_coco_folder(str(d))
+        nothing = {"AP": -1.0, "AP50": -1.0, "AR100": -1.0}
+        assert evaluate.warn_if_nothing_scored(nothing, num_images=3)
+        assert not evaluate.warn_if_nothing_scored({"AP": 0.0, "AP50": -1.0}, num_images=3)
+        assert evaluate.warn_if_nothing_scored({"mIoU": 0.5}, num_images=0)
+    assert f"{d}/annotations.json: NO BOXES AT ALL in 1 images" in caplog.text
+    assert "NOTHING WAS SCORED: 3 eval images, every metric is -1" in caplog.text
+
+
+def test_an_imageless_eval_split_stops_the_run_before_training(tmp_path):
+    train = _coco_folder(tmp_path / "train", ["a.png"])
+    Image.fromarray(_pixels(48, 64)).save(tmp_path / "train" / "a.png")
+    empty = _coco_folder(tmp_path / "eval", [])
+    config = base_detection.detection_config("mobilenet_v3_small")
+    config.data.update(source="coco_folder", train_dir=train, eval_dir=empty)
+    with pytest.raises(ValueError, match=f"{empty}/annotations.json: no usable images"):
+        evaluate.check_eval_split(config)
