@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 
 import numpy as np
 import tensorflow as tf
@@ -117,15 +118,42 @@ def parse_example(example, config, remap, training: bool):
     image = resize_pixels(image, config.model.input_size)
     if augment:
         image, boxes = detection_augment.random_horizontal_flip(image, boxes)
-    max_boxes = config.data.max_boxes
     labels = {
         "image_id": tf.cast(example["image_id"], tf.int64),
         "image_info": tf.cast(original_size, tf.int32),
-        "gt_boxes": _pad(boxes, max_boxes, 0.0),
-        "gt_classes": _pad(classes, max_boxes, -1),
-        "gt_is_crowd": _pad(is_crowd, max_boxes, False),
     }
+    if not training:  # evaluation scores every box: batches are padded to their fullest image
+        labels.update(gt_boxes=boxes, gt_classes=classes, gt_is_crowd=is_crowd)
+        return image, labels
+    max_boxes = config.data.max_boxes
+    _warn_if_cut(tf.shape(boxes)[0], max_boxes, example_name(example))
+    labels.update(
+        gt_boxes=_pad(boxes, max_boxes, 0.0),
+        gt_classes=_pad(classes, max_boxes, -1),
+        gt_is_crowd=_pad(is_crowd, max_boxes, False),
+    )
     return image, labels
+
+
+def _warn_if_cut(num_boxes, max_boxes: int, name) -> None:
+    """Training matches the first data.max_boxes boxes of an image: name each image cut."""
+
+    def warn():
+        message = tf.strings.join(
+            [
+                "WARNING: training uses the first ",
+                str(max_boxes),
+                " of the ",
+                tf.strings.as_string(num_boxes),
+                " boxes of ",
+                name,
+                " (data.max_boxes)",
+            ]
+        )
+        tf.print(message, output_stream=sys.stderr)
+        return tf.constant(True)
+
+    tf.cond(num_boxes > max_boxes, warn, lambda: tf.constant(True))
 
 
 def add_targets(images, labels, config, anchor_boxes):
@@ -181,11 +209,23 @@ def build_dataset(config, split: str, batch_size: int, input_context=None, repea
         ds = map_skipping_undecodable(source, parse, example_name, f"{split} images", **options)
     else:  # decoded in memory (shapes), or by the decoded cache's guarded decode
         ds = source.map(parse, **options)
-    ds = ds.batch(batch_size, drop_remainder=training)
+    if training:
+        ds = ds.batch(batch_size, drop_remainder=True)
+    else:
+        ds = ds.padded_batch(batch_size, padding_values=(0.0, _LABEL_PADDING))
     if not (training and _matches_in_train_step(config)):
         targets = functools.partial(add_targets, config=config, anchor_boxes=_anchors(config))
         ds = ds.map(targets, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
     return ds.prefetch(tf.data.AUTOTUNE), label_map
+
+
+_LABEL_PADDING = {
+    "image_id": tf.constant(0, tf.int64),
+    "image_info": 0,
+    "gt_boxes": 0.0,
+    "gt_classes": -1,
+    "gt_is_crowd": False,
+}
 
 
 def _matches_in_train_step(config) -> bool:

@@ -234,3 +234,40 @@ def test_an_imageless_eval_split_stops_the_run_before_training(tmp_path):
     config.data.update(source="coco_folder", train_dir=train, eval_dir=empty)
     with pytest.raises(ValueError, match=f"{empty}/annotations.json: no usable images"):
         evaluate.check_eval_split(config)
+
+
+def test_evaluation_keeps_every_box_and_training_names_the_images_it_cuts(tmp_path, capfd):
+    d = tmp_path / "crowded"
+    os.makedirs(d)
+    Image.fromarray(_pixels(48, 64)).save(d / "a.png")
+    Image.fromarray(_pixels(48, 64, 1)).save(d / "b.png")
+    boxes = [[x % 60, x % 44, 3, 3] for x in range(151)]
+    annotations = [
+        {"id": i, "image_id": 1, "category_id": 1, "bbox": b, "iscrowd": 0}
+        for i, b in enumerate(boxes, start=1)
+    ] + [{"id": 999, "image_id": 2, "category_id": 1, "bbox": [1, 1, 9, 9], "iscrowd": 0}]
+    with open(d / "annotations.json", "w") as f:
+        json.dump(
+            {
+                "images": [
+                    {"id": 1, "file_name": "a.png", "width": 64, "height": 48},
+                    {"id": 2, "file_name": "b.png", "width": 64, "height": 48},
+                ],
+                "annotations": annotations,
+                "categories": [{"id": 1, "name": "thing"}],
+            },
+            f,
+        )
+    config = base_detection.detection_config("mobilenet_v3_small")
+    config.model.input_size = (64, 64)
+    config.model.num_classes = 1
+    config.data.update(source="coco_folder", train_dir=str(d), eval_dir=str(d), augment=False)
+    config.train.shuffle_buffer = 1
+    ((_, labels),) = detection_task.build_dataset(config, "eval", batch_size=2).take(1)
+    assert labels["gt_boxes"].shape == (2, 151, 4)
+    assert (labels["gt_classes"].numpy() >= 0).sum(axis=1).tolist() == [151, 1]
+    train, _ = detection_task.build_dataset(config, "train", batch_size=2)
+    ((_, labels),) = train.take(1)
+    assert labels["gt_boxes"].shape == (2, 100, 4)
+    err = capfd.readouterr().err
+    assert f"WARNING: training uses the first 100 of the 151 boxes of {d}/a.png" in err
