@@ -113,7 +113,11 @@ def _error_cases(tmp_path):
             [config, f"--workdir={home}"],
             f"workdir {home}: holds files that are not a run's (thesis.tex)",
         ),
-        ("ondevice_vision.info", ["--input_size=abc"], "--input_size must be N or HEIGHT,WIDTH"),
+        (
+            "ondevice_vision.info",
+            ["--model=mobilenet_v3_small", "--input_size=abc"],
+            "--input_size must be N or HEIGHT,WIDTH",
+        ),
         ("ondevice_vision.importers", [], "Flag --config must have a value other than None"),
         (
             "ondevice_vision.importers",

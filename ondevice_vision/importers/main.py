@@ -85,6 +85,22 @@ def import_checkpoint(
 
     checkpoint = checkpoints.prefix_of(checkpoint)
     names = read_variable_names(checkpoint)
+    # Checkpoints of a whole model: (kind, test, loader, what it is, the model it fills and the
+    # config that builds one).
+    whole_models = (
+        ("od_api", od_api.is_od_api_checkpoint, od_api.load_od_api_checkpoint,
+         "an Object Detection API checkpoint", SSDLiteDetector, "an SSDLite detection"),
+        ("deeplab", deeplab.is_deeplab_checkpoint, deeplab.load_deeplab_checkpoint,
+         "a DeepLab LR-ASPP checkpoint", Segmenter, "an LR-ASPP segmentation"),
+    )  # fmt: skip
+    found = [entry for entry in whole_models if entry[1](checkpoint)]
+    scope = slim_checkpoint.slim_scope(config.model.backbone)
+    if not found and not any(name.startswith(scope) for name in names):
+        raise ValueError(
+            f"{checkpoint}: neither an Object Detection API nor a DeepLab checkpoint nor a slim "
+            f"{config.model.backbone} one ({scope}/...); its first variables: "
+            f"{', '.join(sorted(names)[:3])}"
+        )
     claim_workdir(workdir)
     if checkpoints.latest_checkpoint(workdir):
         raise FileExistsError(
@@ -98,15 +114,6 @@ def import_checkpoint(
         logging.warning("Not recording the label map (the config's classes are unknown: %s)", e)
         label_map = None
     model = tasks.get_task(config).build_model(config)
-    # Checkpoints of a whole model: (kind, test, loader, what it is, the model it fills and the
-    # config that builds one).
-    whole_models = (
-        ("od_api", od_api.is_od_api_checkpoint, od_api.load_od_api_checkpoint,
-         "an Object Detection API checkpoint", SSDLiteDetector, "an SSDLite detection"),
-        ("deeplab", deeplab.is_deeplab_checkpoint, deeplab.load_deeplab_checkpoint,
-         "a DeepLab LR-ASPP checkpoint", Segmenter, "an LR-ASPP segmentation"),
-    )  # fmt: skip
-    found = [entry for entry in whole_models if entry[1](checkpoint)]
     if found:
         kind, _, load, what, model_class, needed = found[0]
         if not isinstance(model, model_class):
@@ -114,17 +121,11 @@ def import_checkpoint(
                 f"{checkpoint} is {what}; it needs {needed} config, not a {config.task} one"
             )
         report = load(model, checkpoint, moving_averages=use_moving_averages)
-    elif any(name.startswith(slim_checkpoint.slim_scope(config.model.backbone)) for name in names):
+    else:
         report = slim_checkpoint.load_slim_checkpoint(
             model.backbone, checkpoint, use_moving_averages
         )
         kind = "slim"
-    else:
-        raise ValueError(
-            f"{checkpoint}: neither an Object Detection API nor a DeepLab checkpoint nor "
-            f"a slim {config.model.backbone} one ({slim_checkpoint.slim_scope(config.model.backbone)}/...); "
-            f"its first variables: {', '.join(sorted(names)[:3])}"
-        )
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
     manager = checkpoints.make_manager(tf.train.Checkpoint(model=model, step=step), workdir, 1)
     path = checkpoints.save(manager, 0)

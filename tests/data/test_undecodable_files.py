@@ -263,7 +263,8 @@ def test_evaluation_keeps_every_box_and_training_names_the_images_it_cuts(tmp_pa
     config.model.num_classes = 1
     config.data.update(source="coco_folder", train_dir=str(d), eval_dir=str(d), augment=False)
     config.train.shuffle_buffer = 1
-    ((_, labels),) = detection_task.build_dataset(config, "eval", batch_size=2).take(1)
+    evaluation, _ = detection_task.build_dataset(config, "eval", batch_size=2)
+    ((_, labels),) = evaluation.take(1)
     assert labels["gt_boxes"].shape == (2, 151, 4)
     assert (labels["gt_classes"].numpy() >= 0).sum(axis=1).tolist() == [151, 1]
     train, _ = detection_task.build_dataset(config, "train", batch_size=2)

@@ -28,7 +28,9 @@ def _import(path, tmp_path):
 def test_another_models_checkpoint_given_by_its_index_file_is_named(tmp_path):
     prefix = _tf1_checkpoint(str(tmp_path / "resnet.ckpt"), ["resnet_v1_50/conv1/weights"])
     # `.index` names the checkpoint (the prefix is what TensorFlow wants).
-    with pytest.raises(ValueError, match=rf"{prefix}: neither an Object Detection API checkpoint"):
+    with pytest.raises(
+        ValueError, match=rf"{prefix}: neither an Object Detection API nor a DeepLab checkpoint"
+    ):
         _import(prefix + ".index", tmp_path)
     assert not os.path.exists(tmp_path / "out")
 

@@ -262,3 +262,26 @@ def test_a_stop_before_a_loops_first_step_logs_nothing_over_the_last_step(tmp_pa
     assert sorted(losses) == [1, 2] and min(losses.values()) > 0, losses
     assert result["loss"] == pytest.approx(losses[2])
     assert trainer_lib.checkpoints.latest_checkpoint(str(tmp_path)).endswith("-2")
+
+
+def test_a_resumed_run_with_another_batch_size_names_the_key(tmp_path):
+    """The check the trainer makes before restoring a saved input position (which holds batches
+    of the run's size; another size fails inside TensorFlow naming no key)."""
+    from ondevice_vision import checkpoints
+
+    config = _smoke()
+    workdir = str(tmp_path / "run")
+    os.makedirs(workdir)
+    earlier = config.copy_and_resolve_references()
+    earlier.train.batch_size = 4
+    checkpoints.write_config(earlier, workdir)
+    config.train.batch_size = 2
+    trainer = trainer_lib.Trainer(config, workdir, strategy.create_strategy("one_device"))
+    with pytest.raises(
+        ValueError,
+        match=r"config.train.batch_size: 2, but the run being resumed in .* used 4 .*"
+        r"--config.train.batch_size=4",
+    ):
+        trainer._check_same_batch_size()
+    checkpoints.write_config(config, workdir)
+    trainer._check_same_batch_size()
