@@ -122,10 +122,17 @@ def parse_example(example, config, remap, training: bool):
         "image_id": tf.cast(example["image_id"], tf.int64),
         "image_info": tf.cast(original_size, tf.int32),
     }
-    if not training:  # evaluation scores every box: batches are padded to their fullest image
-        labels.update(gt_boxes=boxes, gt_classes=classes, gt_is_crowd=is_crowd)
-        return image, labels
     max_boxes = config.data.max_boxes
+    if not training:
+        # Evaluation scores every box: padded to data.max_boxes (one shape for most batches),
+        # never cut; a batch holding a more crowded image is padded to that image's count.
+        room = tf.maximum(max_boxes, tf.shape(boxes)[0])
+        labels.update(
+            gt_boxes=_pad(boxes, room, 0.0),
+            gt_classes=_pad(classes, room, -1),
+            gt_is_crowd=_pad(is_crowd, room, False),
+        )
+        return image, labels
     _warn_if_cut(tf.shape(boxes)[0], max_boxes, example_name(example))
     labels.update(
         gt_boxes=_pad(boxes, max_boxes, 0.0),
