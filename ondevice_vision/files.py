@@ -196,13 +196,16 @@ def _is_live(owner: str) -> bool:
     """Whether the `HOST~PID` that named a temporary folder may still be writing it: a process of
     this host that still runs, or any process of another host (it cannot be asked)."""
     host, _, pid = owner.partition("~")
-    if host != socket.gethostname().replace("~", "-"):
-        return True
+    return host != socket.gethostname().replace("~", "-") or pid_alive(pid)
+
+
+def pid_alive(pid) -> bool:
+    """Whether a process of this host with that PID runs (True when it cannot be told)."""
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, ValueError, OverflowError):
+    except (PermissionError, ValueError, TypeError, OverflowError):
         return True
     return True
 

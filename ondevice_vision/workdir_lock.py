@@ -46,16 +46,6 @@ def _describe(path: str, holder: dict | None) -> str:
     )
 
 
-def _pid_alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, ValueError, TypeError):
-        return True
-    return True
-
-
 @contextlib.contextmanager
 def workdir_lock(workdir: str):
     """Holds the workdir's lock for the `with` block; WorkdirLockedError if another run has it."""
@@ -93,7 +83,7 @@ def _remote_lock(path: str):
     me = _holder()
     if holder is not None:
         same_host = holder.get("host") == me["host"]
-        if not (same_host and not _pid_alive(holder.get("pid"))):
+        if not (same_host and not files.pid_alive(holder.get("pid"))):
             raise WorkdirLockedError(_describe(path, holder))
     files.write_json(me, path)
     try:
