@@ -54,6 +54,4 @@ def load_trained_model(
     checkpoints.restore_weights(model, path, moving_averages)
     # A task may evaluate the trained weights in another network (segmentation: another output
     # stride by dilation, eval.output_stride).
-    if hasattr(task, "model_for_eval"):
-        model = task.model_for_eval(config, model)
-    return model, path
+    return task.model_for_eval(config, model), path

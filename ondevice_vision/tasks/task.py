@@ -11,6 +11,10 @@ config's `task` name to that module. Fields:
     predict(config, model, images)                            -> dict of post-processed outputs
     visualize(config, images, predictions, labels, label_map) -> one uint8 picture
     palette(config, num_classes)                              -> class colours for exports, or None
+    label_map(config)                          -> the model's LabelMap without reading the data
+    source_images(config, split)               -> the split's images, decoded, not augmented
+    model_for_eval(config, model)              -> the trained model as evaluation runs it
+                                                  (default: unchanged)
     write_prediction(runner, outputs, image, output_dir, name, options)
                                                               -> (predictions.json record, picture)
     class_layers            regex of the layers whose shapes depend on the number of classes
@@ -41,7 +45,11 @@ FUNCTIONS = (
     "visualize",
     "palette",
     "write_prediction",
+    "label_map",
+    "source_images",
 )
+# Functions a task module may leave out (the Task's default then applies).
+OPTIONAL_FUNCTIONS = ("model_for_eval",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,10 +62,17 @@ class Task:
     visualize: Callable
     palette: Callable
     write_prediction: Callable
+    label_map: Callable
+    source_images: Callable
     class_layers: re.Pattern
     mediapipe_usage: str
     evaluator: str
     export: str
+    model_for_eval: Callable | None = None  # None: _as_trained
+
+    def __post_init__(self):
+        if self.model_for_eval is None:
+            object.__setattr__(self, "model_for_eval", _as_trained)
 
     def evaluator_class(self):
         """The task's `eval.evaluator.Evaluator` subclass."""
@@ -87,7 +102,15 @@ class Task:
 def task_of_module(module_name: str, **fields) -> Task:
     """The Task of a task module: its FUNCTIONS, and `fields` for the rest."""
     module = sys.modules[module_name]
-    return Task(**{name: getattr(module, name) for name in FUNCTIONS}, **fields)
+    functions = {name: getattr(module, name) for name in FUNCTIONS}
+    functions.update({n: getattr(module, n) for n in OPTIONAL_FUNCTIONS if hasattr(module, n)})
+    return Task(**functions, **fields)
+
+
+def _as_trained(config, model):
+    """The default `model_for_eval`: evaluation runs the trained model as it is."""
+    del config
+    return model
 
 
 def _resolve(reference: str):
