@@ -191,25 +191,30 @@ class Trainer:
             outputs = _float32(
                 qat.training_forward(self.quantization, self.config, self.model, images, self.step)
             )
-            sums, normalizer = self.task.compute_losses(self.config, outputs, labels)
-            global_norm = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(normalizer))
-            global_norm = tf.maximum(global_norm, 1.0)
-            terms = {k: tf.reduce_sum(v) / global_norm for k, v in sums.items()}
-            loss = tf.add_n(list(terms.values()))
+            # The name scopes let a profile tell the step's parts apart (docs/speed.md).
+            with tf.name_scope("losses"):
+                sums, normalizer = self.task.compute_losses(self.config, outputs, labels)
+                norm = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(normalizer))
+                norm = tf.maximum(norm, 1.0)
+                terms = {k: tf.reduce_sum(v) / norm for k, v in sums.items()}
+                loss = tf.add_n(list(terms.values()))
             if tc.weight_decay and self.regularized:
-                l2 = tf.add_n(
-                    [tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in self.regularized]
-                )
-                terms["l2"] = 0.5 * tc.weight_decay * l2 / replicas
-                loss += terms["l2"]
+                with tf.name_scope("l2"):
+                    l2 = tf.add_n(
+                        [tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in self.regularized]
+                    )
+                    terms["l2"] = 0.5 * tc.weight_decay * l2 / replicas
+                    loss += terms["l2"]
             scaled = self.optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, variables)
         pairs = [(g, v) for g, v in zip(grads, variables, strict=True) if g is not None]
         summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [g for g, _ in pairs])
-        grad_norm = tf.linalg.global_norm(summed)
-        if self.loss_scaled:
-            grad_norm /= tf.cast(self.optimizer.dynamic_scale, grad_norm.dtype)
-        self.optimizer.apply(summed, [v for _, v in pairs])
+        with tf.name_scope("grad_norm"):
+            grad_norm = tf.linalg.global_norm(summed)
+            if self.loss_scaled:
+                grad_norm /= tf.cast(self.optimizer.dynamic_scale, grad_norm.dtype)
+        with tf.name_scope("optimizer"):
+            self.optimizer.apply(summed, [v for _, v in pairs])
         if self.ema is not None:
             self.ema.update(self.step)
         terms["loss"] = loss
