@@ -125,7 +125,14 @@ def test_two_workers_train_like_one_device_and_stop_together(tmp_path):
 
     # Only the chief wrote: one checkpoint directory, the other worker's scratch copy is gone.
     # train.lock: the chief's workdir lock (the other worker writes nothing here).
-    assert sorted(os.listdir(multi)) == ["checkpoints", "config.json", "train", "train.lock"]
+    # labels.json: the run's label map (export and eval read it).
+    assert sorted(os.listdir(multi)) == [
+        "checkpoints",
+        "config.json",
+        "labels.json",
+        "train",
+        "train.lock",
+    ]
     saved = sorted({2, stopped})
     assert sorted(os.listdir(multi / "checkpoints")) == sorted(
         ["checkpoint"]
