@@ -118,7 +118,7 @@ def _error_cases(tmp_path):
             ["--model=mobilenet_v3_small", "--input_size=abc"],
             "--input_size must be N or HEIGHT,WIDTH",
         ),
-        ("ondevice_vision.importers", [], "Flag --config must have a value other than None"),
+        ("ondevice_vision.importers", [], "must have a value other than None"),
         (
             "ondevice_vision.importers",
             [config, f"--checkpoint={junk}/model.ckpt.index", work],
