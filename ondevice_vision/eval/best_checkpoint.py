@@ -48,7 +48,7 @@ class BestCheckpoint:
 
     @classmethod
     def for_run(cls, config, workdir: str) -> BestCheckpoint:
-        metric = config.eval.get("best_metric") or tasks.get_task(config).BEST_METRIC
+        metric = config.eval.get("best_metric") or tasks.get_task(config).best_metric
         return cls(
             workdir,
             metric,

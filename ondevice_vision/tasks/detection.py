@@ -34,8 +34,6 @@ from ondevice_vision.models import ssdlite
 from ondevice_vision.tasks.task import task_of_module
 
 LOSS_KEYS = ("cls_loss", "box_loss")
-# The metric eval.best_metric defaults to (the best checkpoint, early stopping).
-BEST_METRIC = "AP"
 
 
 def build_model(config) -> ssdlite.SSDLiteDetector:
@@ -380,4 +378,5 @@ TASK = task_of_module(
     ),
     evaluator="ondevice_vision.eval.detection:DetectionEvaluator",
     export="ondevice_vision.export.detection:DetectionExport",
+    best_metric="AP",
 )

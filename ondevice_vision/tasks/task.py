@@ -21,6 +21,8 @@ config's `task` name to that module. Fields:
                             (train.init_checkpoint_mode="all_but_class_layers" leaves them fresh)
     mediapipe_usage         the lines of MediaPipe Tasks that run a TFLite export ({model}, {image})
     evaluator, export       "module:Class" of the task's evaluator (eval/) and export (export/)
+    best_metric             the reported number eval.best_metric defaults to (best checkpoint,
+                            early stopping)
 
 Layering: tasks/ sits below export/ and eval/ (they build datasets and models through it), so
 the task names its evaluator and export classes by dotted path and imports them only when asked
@@ -68,6 +70,7 @@ class Task:
     mediapipe_usage: str
     evaluator: str
     export: str
+    best_metric: str
     model_for_eval: Callable | None = None  # None: _as_trained
 
     def __post_init__(self):

@@ -55,3 +55,20 @@ def test_unknown_metric_names_what_the_evaluation_reports(tmp_path):
 def test_checkpoint_best_needs_one(tmp_path):
     with pytest.raises(FileNotFoundError, match="no best checkpoint"):
         checkpoints.latest_or_given(str(tmp_path), "best")
+
+
+@pytest.mark.parametrize("task,metric", [("detection", "AP"), ("segmentation", "mIoU")])
+def test_a_run_without_eval_best_metric_follows_its_tasks_headline(tmp_path, task, metric):
+    from ondevice_vision.configs import (
+        lraspp_mobilenet_v3_small_shapes,
+        ssdlite_mobilenet_v3_small_shapes,
+    )
+
+    recipe = {
+        "detection": ssdlite_mobilenet_v3_small_shapes,
+        "segmentation": lraspp_mobilenet_v3_small_shapes,
+    }[task]
+    config = recipe.get_config("smoke")
+    config.eval.best_metric = ""
+    best = BestCheckpoint.for_run(config, str(tmp_path))
+    assert best.metric == metric and best.mode == "max"
