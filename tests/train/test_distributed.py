@@ -125,8 +125,10 @@ def test_two_workers_train_like_one_device_and_stop_together(tmp_path):
 
     # Only the chief wrote: one checkpoint directory, the other worker's scratch copy is gone.
     # train.lock: the chief's workdir lock (the other worker writes nothing here).
-    # labels.json: the run's label map (export and eval read it).
+    # labels.json: the run's label map (export and eval read it); .ondevice_workdir: the
+    # workdir's owner marker (workdir_owner.py).
     assert sorted(os.listdir(multi)) == [
+        ".ondevice_workdir",
         "checkpoints",
         "config.json",
         "labels.json",
