@@ -110,3 +110,13 @@ def overfit_segmenter(tmp_path_factory):
     config = overfit_segmentation_config()
     model, result = shared_overfit_model(config, _shared_dir(tmp_path_factory, "overfit_segmenter"))
     return config, model, result
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_logreport(report):
+    # Captured output may hold file names that are not UTF-8 (surrogate escapes, as the non-UTF-8
+    # name tests write them); pytest-xdist cannot send those to the controller and aborts the run.
+    report.sections = [
+        (title, text.encode("utf-8", "backslashreplace").decode("utf-8"))
+        for title, text in report.sections
+    ]
