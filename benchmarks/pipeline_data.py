@@ -220,16 +220,18 @@ def tfds_records(coco_root: str | None, cityscapes_root: str | None):
         path = os.path.join(coco_root, "coco.tfrecord")
         return tf.data.TFRecordDataset(path).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
 
-    def cityscapes():
+    def cityscapes(decoders):
         spec = {k: tf.io.FixedLenFeature([], tf.string) for k in ("image", "label", "id")}
+        skip = set(decoders or ())  # the features the caller decodes itself (SkipDecoding)
 
         def parse(record):
             ex = tf.io.parse_single_example(record, spec)
-            return {
-                "image_left": tf.io.decode_png(ex["image"], channels=3),
-                "segmentation_label": tf.io.decode_png(ex["label"], channels=1),
-                "image_id": ex["id"],
-            }
+            image, label = ex["image"], ex["label"]
+            if "image_left" not in skip:
+                image = tf.io.decode_png(image, channels=3)
+            if "segmentation_label" not in skip:
+                label = tf.io.decode_png(label, channels=1)
+            return {"image_left": image, "segmentation_label": label, "image_id": ex["id"]}
 
         path = os.path.join(cityscapes_root, "cityscapes.tfrecord")
         return tf.data.TFRecordDataset(path).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
@@ -238,7 +240,7 @@ def tfds_records(coco_root: str | None, cityscapes_root: str | None):
         del split, read_config, shuffle_files
         if self.name == "coco":
             return coco(decoders)
-        return cityscapes()
+        return cityscapes(decoders)
 
     with tfds.testing.mock_data(as_dataset_fn=as_dataset):
         yield

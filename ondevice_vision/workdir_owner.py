@@ -19,7 +19,16 @@ from ondevice_vision import files
 MARKER = ".ondevice_workdir"
 # What runs write at a workdir's top level (train, eval, import), for folders from before the marker.
 RUN_NAMES = frozenset(
-    {MARKER, "checkpoints", "config.json", "metrics.json", "train", "eval", "train.lock"}
+    {
+        MARKER,
+        "checkpoints",
+        "config.json",
+        "labels.json",
+        "metrics.json",
+        "train",
+        "eval",
+        "train.lock",
+    }
 )
 
 
@@ -42,7 +51,7 @@ def claim_workdir(workdir: str, adopt: bool = False) -> None:
         more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
         raise FileExistsError(
             f"workdir {workdir}: holds files that are not a run's ({', '.join(foreign[:5])}{more}); "
-            "train into a new or empty folder, or pass --adopt_workdir to use this one"
+            "give --workdir a new or empty folder, or pass --adopt_workdir to use this one"
         )
     os.makedirs(workdir, exist_ok=True)
     files.write_json(

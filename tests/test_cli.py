@@ -77,13 +77,13 @@ def test_train_and_eval_then_eval_the_checkpoint(tmp_path):
         evaluate_checkpoint(config, str(tmp_path / "empty"))
 
 
-_HELP = {  # module: a flag of its own that its --help must list
-    "ondevice_vision.train": "--workdir",
-    "ondevice_vision.eval": "--saved_model",
-    "ondevice_vision.export": "--export_dir",
-    "ondevice_vision.predict": "--score_threshold",
-    "ondevice_vision.info": "--depth_multiplier",
-    "ondevice_vision.importers": "--checkpoint",
+_HELP = {  # module: flags of its own that its --help must list
+    "ondevice_vision.train": ("--workdir", "--[no]adopt_workdir"),
+    "ondevice_vision.eval": ("--saved_model", "--[no]adopt_workdir"),
+    "ondevice_vision.export": ("--export_dir",),
+    "ondevice_vision.predict": ("--score_threshold",),
+    "ondevice_vision.info": ("--depth_multiplier",),
+    "ondevice_vision.importers": ("--checkpoint", "--[no]adopt_workdir"),
 }
 
 
@@ -112,6 +112,12 @@ def _error_cases(tmp_path):
             "ondevice_vision.train",
             [config, f"--workdir={home}"],
             f"workdir {home}: holds files that are not a run's (thesis.tex)",
+        ),
+        (
+            "ondevice_vision.eval",
+            [config, f"--workdir={home}"],
+            f"workdir {home}: holds files that are not a run's (thesis.tex); give --workdir a "
+            "new or empty folder, or pass --adopt_workdir",
         ),
         (
             "ondevice_vision.info",
@@ -171,7 +177,8 @@ def test_every_cli_help_and_errors(tmp_path):
         stdout, stderr = process.communicate(timeout=600)
         if expected is None:
             assert process.returncode == 0, f"{module} --help: {stdout[-2000:]}{stderr[-2000:]}"
-            assert _HELP[module] in stdout + stderr, module
+            for flag in _HELP[module]:
+                assert flag in stdout + stderr, (module, flag)
             continue
         errors = [line for line in stderr.splitlines() if line.startswith("ERROR:")]
         where = f"{module} {args}: {stderr[-3000:]}"

@@ -152,6 +152,25 @@ def _normalised_boxes(xywh: np.ndarray, width: float, height: float):
     )
 
 
+_CROWD_TEXT = {"0": False, "1": True, "false": False, "true": True}
+
+
+def _crowd_flag(ann: dict, path: str) -> bool:
+    """`iscrowd` as 0/1 or true/false; other values (free text, 2) would silently turn a box into
+    one that evaluation ignores, so they are an error naming the annotation."""
+    value = ann.get("iscrowd")
+    if value is None:  # absent, or null as some labelling tools write it: not a crowd
+        return False
+    if isinstance(value, str) and value.strip().lower() in _CROWD_TEXT:
+        return _CROWD_TEXT[value.strip().lower()]
+    if isinstance(value, bool | int | float) and value in (0, 1):
+        return bool(value)
+    raise ValueError(
+        f"{path}: annotation {ann.get('id', '?')}: 'iscrowd' must be 0, 1, true or false, "
+        f"got {value!r}"
+    )
+
+
 def read_coco_folder(
     directory: str,
     label_map: LabelMap | None = None,
@@ -192,7 +211,7 @@ def read_coco_folder(
         try:
             image_id, category_id = int(ann["image_id"]), int(ann["category_id"])
             bbox = [float(v) for v in ann["bbox"]]
-            crowd = bool(ann.get("iscrowd", 0))
+            crowd = _crowd_flag(ann, path)
         except KeyError as e:
             raise ValueError(
                 f"{path}: annotation {ann.get('id', '?')}: missing key {e.args[0]!r}"

@@ -168,4 +168,12 @@ def load(
             ),
         )
     )
-    return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE), label_map
+    ds = image_decode.map_skipping_undecodable(
+        ds, decode, _path, directory, num_parallel_calls=tf.data.AUTOTUNE
+    )
+    return ds, label_map
+
+
+def _path(path, *rest):
+    del rest
+    return path

@@ -89,17 +89,12 @@ def _filter_by_image_id(ds: tf.data.Dataset, ids: np.ndarray, keep: bool) -> tf.
     return ds.filter(in_ids)
 
 
-def _to_detection_example(ex, encoded: bool = False) -> dict[str, tf.Tensor]:
+def _to_detection_example(ex) -> dict[str, tf.Tensor]:
     boxes = tf.clip_by_value(tf.cast(ex["objects"]["bbox"], tf.float32), 0.0, 1.0)
     # COCO has a handful of annotations whose box is a line or a point; they cannot be matched.
     valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    image = (
-        {"encoded_image": ex["image"]}
-        if encoded
-        else {"image": image_decode.decode_rgb(ex["image"])}
-    )
     return {
-        **image,
+        "encoded_image": ex["image"],
         "image_id": tf.cast(ex["image/id"], tf.int64),
         "boxes": tf.reshape(tf.boolean_mask(boxes, valid), [-1, 4]),
         "classes": tf.boolean_mask(tf.cast(ex["objects"]["label"], tf.int32), valid),
@@ -166,5 +161,19 @@ def load_coco_tfds(
         ds = datasets[0]
         for more in datasets[1:]:
             ds = ds.concatenate(more)
-    ds = ds.map(lambda ex: _to_detection_example(ex, encoded), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(_to_detection_example, num_parallel_calls=tf.data.AUTOTUNE)
+    if not encoded:  # a JPEG the decoder refuses is skipped and named by its image id
+        ds = image_decode.map_skipping_undecodable(
+            ds,
+            _decoded,
+            image_decode.example_name,
+            f"{tfds_name} {split}",
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
     return ds, label_map
+
+
+def _decoded(example: dict) -> dict:
+    example = dict(example)
+    example["image"] = image_decode.decode_rgb(example.pop("encoded_image"))
+    return example

@@ -7,7 +7,9 @@
 
 Mask value `ignore_label` (default 255) marks unlabelled pixels; the source rewrites it to 255, the
 ignore value every segmentation source yields. Corrupt or truncated image files are skipped,
-counted and logged with their path (as in the detection folders); a bad mask is an error. Every mask is fully decoded once with PIL before
+counted and logged with their path (as in the detection folders); a bad mask is an error. Images
+without a mask are skipped with a loud warning counting and naming them (none with a mask: an
+error naming the masks folder); masks that label no pixel at all are a loud warning. Every mask is fully decoded once with PIL before
 training to check its size and values, so a bad file is reported by name up front rather than
 surfacing as NaNs or an out-of-range gather mid-training. That check costs one read of the dataset:
 fine for the small custom datasets this format is meant for; convert large ones to TFDS instead.
@@ -98,6 +100,7 @@ def list_files(
     )
     image_decode.log_bad_images(checks, image_dir)
     image_paths, mask_paths, needs_pil, stems, orientations, unapplied = [], [], [], [], [], []
+    without_mask, labelled_masks = [], 0
     for name, check in zip(names, checks, strict=True):
         if check.problem is not None:
             continue
@@ -105,8 +108,12 @@ def list_files(
         image_path = os.path.join(image_dir, name)
         mask_path = os.path.join(mask_dir, stem + ".png")
         if not os.path.isfile(mask_path):
-            raise FileNotFoundError(f"No mask for {image_path}: expected {mask_path}")
-        mode, orientation, problem = _check_pair(check, mask_path, num_classes, ignore_label)
+            without_mask.append(image_path)
+            continue
+        mode, orientation, problem, labelled = _check_pair(
+            check, mask_path, num_classes, ignore_label
+        )
+        labelled_masks += labelled
         if problem:
             unapplied.append((image_path, problem))
         image_paths.append(image_path)
@@ -115,6 +122,7 @@ def list_files(
         stems.append(stem)
         orientations.append(orientation)
     image_decode.log_unapplied_orientations(unapplied, image_dir)
+    _warn_about_labels(image_dir, mask_dir, without_mask, len(image_paths), labelled_masks)
 
     if not image_paths:
         raise ValueError(f"No usable {'/'.join(IMAGE_EXTENSIONS)} images found in {image_dir}")
@@ -125,6 +133,38 @@ def list_files(
     return MaskFolderFiles(image_paths, mask_paths, needs_pil, stems, orientations)
 
 
+def _warn_about_labels(
+    image_dir: str, mask_dir: str, without_mask: list[str], with_mask: int, labelled: int
+) -> None:
+    """Images without a mask are skipped loudly (none with one: an error); masks that hold no
+    labelled pixel at all (every pixel the ignore label) train nothing and score nothing."""
+    if without_mask:
+        listed = ", ".join(without_mask[:5])
+        more = f" and {len(without_mask) - 5} more" if len(without_mask) > 5 else ""
+        if not with_mask:
+            raise FileNotFoundError(
+                f"{mask_dir}: NO MASKS: none of the {len(without_mask)} images in {image_dir} "
+                f"has its mask (masks/STEM.png), e.g. {listed}{more}"
+            )
+        logging.warning(
+            "%s: NO MASK for %d of the %d images in %s: skipped (an image without a mask neither "
+            "trains nor is scored): %s%s",
+            mask_dir,
+            len(without_mask),
+            len(without_mask) + with_mask,
+            image_dir,
+            listed,
+            more,
+        )
+    if with_mask and not labelled:
+        logging.warning(
+            "%s: NO LABELLED PIXELS AT ALL in %d masks: every pixel is the ignore label, so a "
+            "segmenter learns nothing from them and their evaluation scores nothing (mIoU NaN)",
+            mask_dir,
+            with_mask,
+        )
+
+
 def _is_image(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
@@ -132,7 +172,8 @@ def _is_image(name: str) -> bool:
 def _check_pair(
     check: image_decode.ImageCheck, mask_path: str, num_classes: int, ignore_label: int
 ):
-    """(mask mode, orientation to apply to the image, why the EXIF one is not applied or None)."""
+    """(mask mode, orientation to apply to the image, why the EXIF one is not applied or None,
+    whether the mask labels any pixel)."""
     image_path = check.path
     try:
         with Image.open(mask_path) as m:
@@ -168,7 +209,7 @@ def _check_pair(
             f"{mask_path}: mask values {bad.tolist()} are neither a class index "
             f"0..{num_classes - 1} nor the ignore label {ignore_label}"
         )
-    return mode, orientation, problem
+    return mode, orientation, problem, bool((values != ignore_label).any())
 
 
 def _pil_mask(path: bytes) -> np.ndarray:

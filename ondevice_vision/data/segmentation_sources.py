@@ -43,6 +43,7 @@ def _tfds(cfg, split):
         data_dir=cfg.data_dir,
         manual_dir=cfg.manual_dir,
         shuffle_files=split == "train",
+        skip_undecodable=split == "train",
     )
     return ds, cityscapes_labels.label_map()
 

@@ -10,6 +10,7 @@ the first predictions under WORKDIR/eval, all through tf.io.gfile (gs:// workdir
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -68,12 +69,13 @@ def check_eval_split(config) -> None:
 
 def warn_if_nothing_scored(metrics: dict, num_images: int) -> bool:
     """A loud warning when every headline metric is -1 (COCOeval's "nothing to score": no
-    ground-truth box in the split) or no image was evaluated; returns whether it warned."""
+    ground-truth box in the split) or NaN (mIoU with no labelled pixel), or no image was
+    evaluated; returns whether it warned."""
     scores = [v for k, v in metrics.items() if isinstance(v, float) and not k.startswith("loss")]
-    if num_images and not (scores and all(v == -1 for v in scores)):
+    if num_images and not (scores and all(v == -1 or math.isnan(v) for v in scores)):
         return False
     logging.warning(
-        "NOTHING WAS SCORED: %d eval images, every metric is -1 (%s). The eval split has no "
+        "NOTHING WAS SCORED: %d eval images, every metric is -1 or NaN (%s). The eval split has no "
         "ground-truth labels (or none the model's classes cover): these numbers mean nothing.",
         num_images,
         ", ".join(f"{k}={v}" for k, v in list(metrics.items())[:4] if isinstance(v, float)),

@@ -18,6 +18,7 @@ so the metrics and their JSON are the same as for a checkpoint.
 from __future__ import annotations
 
 import json
+import os
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -59,6 +60,12 @@ def define_flags():
         "Evaluate even when the eval data's classes differ from WORKDIR/labels.json, the ones "
         "the training run recorded.",
     )
+    flags.DEFINE_bool(
+        "adopt_workdir",
+        False,
+        "Write results into a --workdir that holds files other than a run's (refused without "
+        "this flag, as ondevice-train refuses it).",
+    )
     flags.DEFINE_integer("num_threads", None, "TFLite interpreter threads (default: TFLite's).")
     flags.DEFINE_string(
         "cityscapes_submission",
@@ -90,6 +97,12 @@ def main(argv):
     from ondevice_vision.eval import evaluate
 
     check_config(FLAGS.config)
+    if FLAGS.workdir and not FLAGS.cityscapes_submission and os.path.isdir(FLAGS.workdir):
+        # Metrics and TensorBoard files go into it: a folder of someone else's is refused first
+        # (a new one holds only what runs write).
+        from ondevice_vision.workdir_owner import claim_workdir
+
+        claim_workdir(FLAGS.workdir, adopt=FLAGS.adopt_workdir)
     exported = [
         (p, f) for p, f in ((FLAGS.saved_model, "saved_model"), (FLAGS.tflite, "tflite")) if p
     ]

@@ -36,6 +36,11 @@ def define_flags():
         "Take each variable's ExponentialMovingAverage value where the checkpoint has one (the "
         "OD API's use_moving_averages; slim's --moving_average_decay).",
     )
+    flags.DEFINE_bool(
+        "adopt_workdir",
+        False,
+        "Write into a --workdir that holds files other than a run's (refused without this flag).",
+    )
     flags.mark_flags_as_required(["config", "checkpoint", "workdir"])
 
 
@@ -70,7 +75,11 @@ def read_variable_names(checkpoint: str) -> list[str]:
 
 
 def import_checkpoint(
-    config, checkpoint: str, workdir: str, use_moving_averages: bool = False
+    config,
+    checkpoint: str,
+    workdir: str,
+    use_moving_averages: bool = False,
+    adopt_workdir: bool = False,
 ) -> dict:
     """Library entry point of the CLI; returns the JSON-able report."""
     import tensorflow as tf
@@ -101,7 +110,7 @@ def import_checkpoint(
             f"{config.model.backbone} one ({scope}/...); its first variables: "
             f"{', '.join(sorted(names)[:3])}"
         )
-    claim_workdir(workdir)
+    claim_workdir(workdir, adopt=adopt_workdir)
     if checkpoints.latest_checkpoint(workdir):
         raise FileExistsError(
             f"{checkpoints.checkpoint_dir(workdir)} already holds a checkpoint; import into a "
@@ -152,7 +161,11 @@ def main(argv):
 
     check_config(FLAGS.config)
     result = import_checkpoint(
-        FLAGS.config, FLAGS.checkpoint, FLAGS.workdir, FLAGS.use_moving_averages
+        FLAGS.config,
+        FLAGS.checkpoint,
+        FLAGS.workdir,
+        FLAGS.use_moving_averages,
+        FLAGS.adopt_workdir,
     )
     print(json.dumps(result))
 

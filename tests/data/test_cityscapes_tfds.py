@@ -1,8 +1,11 @@
+import io
+
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from cityscapesscripts.helpers import labels as cs_labels
+from PIL import Image
 
 from ondevice_vision.configs import base_segmentation, lraspp_mobilenet_v3_large_cityscapes
 from ondevice_vision.data import cityscapes_labels, cityscapes_tfds, segmentation_sources
@@ -44,9 +47,17 @@ def test_label_map_is_train_id_to_label_id():
     assert label_map.names[0] == "road"
 
 
-def _small_cityscapes_dataset(self, split, decoders=None, read_config=None, **kwargs):
-    """Stands in for the prepared TFDS files: two tiny images with chosen labelIds."""
-    del self, decoders, read_config, kwargs
+def _png(array) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).save(out, "PNG")
+    return out.getvalue()
+
+
+def _small_cityscapes_dataset(self, split, decoders=None, read_config=None, damaged=None, **kwargs):
+    """Stands in for the prepared TFDS files: two tiny images with chosen labelIds (PNG bytes
+    for the features the caller decodes itself; `damaged`: the image id whose image PNG is cut
+    short)."""
+    del self, read_config, kwargs
     masks = np.array(
         [
             [[7, 26, 0, 33], [8, 24, 1, 255]],
@@ -55,10 +66,15 @@ def _small_cityscapes_dataset(self, split, decoders=None, read_config=None, **kw
         np.uint8,
     )[..., None]
     images = np.arange(2 * 2 * 4 * 3, dtype=np.uint8).reshape(2, 2, 4, 3)
-    ids = np.array([f"{split}_a_000000_000001", f"{split}_b_000000_000002"])
-    return tf.data.Dataset.from_tensor_slices(
-        {"image_left": images, "segmentation_label": masks, "image_id": ids}
-    )
+    ids = [f"{split}_a_000000_000001", f"{split}_b_000000_000002"]
+    features = {"image_left": list(images), "segmentation_label": list(masks)}
+    for name in decoders or ():
+        assert isinstance(decoders[name], tfds.decode.SkipDecoding), name
+        features[name] = [_png(a) for a in features[name]]
+    if damaged in ids:
+        png = features["image_left"][ids.index(damaged)]
+        features["image_left"][ids.index(damaged)] = png[: len(png) // 2]
+    return tf.data.Dataset.from_tensor_slices({**features, "image_id": ids})
 
 
 def test_tfds_label_ids_become_train_ids():
@@ -73,6 +89,30 @@ def test_tfds_label_ids_become_train_ids():
     assert first["image"].dtype == np.uint8 and first["image"].shape == (2, 4, 3)
     np.testing.assert_array_equal(first["image"], np.arange(24).reshape(2, 4, 3))
     assert first["image_id"] == b"train_a_000000_000001"
+
+
+def _first_image_damaged(self, split, decoders=None, read_config=None, **kwargs):
+    damaged = f"{split}_a_000000_000001"
+    return _small_cityscapes_dataset(self, split, decoders, read_config, damaged, **kwargs)
+
+
+def test_an_undecodable_png_is_skipped_in_training_and_named_in_evaluation(capfd):
+    cfg = base_segmentation.segmentation_data_config()
+    cfg.source = "tfds"
+    with tfds.testing.mock_data(as_dataset_fn=_first_image_damaged):
+        train, _ = segmentation_sources.load_segmentation_source(cfg, "train")
+        assert [e["image_id"] for e in train.as_numpy_iterator()] == [b"train_b_000000_000002"]
+        evaluation, _ = segmentation_sources.load_segmentation_source(cfg, "eval")
+        with pytest.raises(tf.errors.InvalidArgumentError) as error:
+            list(evaluation.as_numpy_iterator())
+    assert (
+        "WARNING: Cityscapes TFDS train: skipping train_a_000000_000001 (TensorFlow cannot "
+        "decode it; 1 skipped so far)"
+    ) in capfd.readouterr().err
+    assert (
+        "Cityscapes TFDS val: validation_a_000000_000001: TensorFlow cannot decode it"
+        in error.value.message
+    )
 
 
 def test_tfds_val_alias_and_dispatcher():

@@ -284,6 +284,25 @@ def test_non_finite_boxes_are_errors_naming_the_annotation(tmp_path):
             coco_folder.read_coco_folder(d)
 
 
+def test_free_text_in_iscrowd_names_the_annotation_and_the_field(tmp_path):
+    d = _valid_folder(tmp_path)
+    data = json.load(open(os.path.join(d, "annotations.json")))
+    for value, crowd in ((True, True), ("0", False), ("false", False), (None, False)):
+        data["annotations"][0]["iscrowd"] = value
+        _write_json(d, data)
+        records, _, _ = coco_folder.read_coco_folder(d)
+        assert records[1]["is_crowd"][0] == crowd  # image 7 (records are sorted by id)
+    for value in ("no", "yes", 2):
+        data["annotations"][0]["iscrowd"] = value
+        _write_json(d, data)
+        with pytest.raises(
+            ValueError,
+            match=rf"annotations\.json: annotation 1: 'iscrowd' must be 0, 1, true or false, "
+            rf"got {re.escape(repr(value))}",
+        ):
+            coco_folder.read_coco_folder(d)
+
+
 def test_file_names_must_stay_inside_the_folder(tmp_path):
     d = _valid_folder(tmp_path)
     _save(str(tmp_path / "outside.jpg"), _pixels(16, 16))

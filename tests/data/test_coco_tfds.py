@@ -187,3 +187,25 @@ def test_label_map_by_name():
     assert label_map.dataset_ids[names.index("person")] == 1
     with pytest.raises(ValueError, match="hotdog"):
         coco_tfds.label_map_from_tfds_names(["hotdog" if n == "hot dog" else n for n in names])
+
+
+def test_an_undecodable_image_is_skipped_and_named_by_its_id(capfd):
+    first = _FAKE_IDS["validation"][0]
+
+    def first_cut_short(self, split, decoders=None, read_config=None, shuffle_files=False):
+        ds = _fake_as_dataset(self, split, decoders, read_config, shuffle_files)
+
+        def cut(ex):
+            image = ex["image"]  # the JPEG's bytes: the source decodes them itself
+            half = tf.strings.substr(image, 0, tf.strings.length(image) // 2)
+            return {**ex, "image": tf.where(ex["image/id"] == first, half, image)}
+
+        return ds.map(cut)
+
+    with tfds.testing.mock_data(as_dataset_fn=first_cut_short):
+        ds, _ = coco_tfds.load_coco_tfds("coco/2017", "validation")
+        assert _ids(ds) == _FAKE_IDS["validation"][1:]
+    assert (
+        f"WARNING: coco/2017 validation: skipping {first} (TensorFlow cannot decode it; "
+        "1 skipped so far)"
+    ) in capfd.readouterr().err

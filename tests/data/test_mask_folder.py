@@ -1,3 +1,4 @@
+import logging
 import os
 import re
 
@@ -82,11 +83,37 @@ def test_mask_size_mismatch_names_file(tmp_path):
         mask_folder.load(str(tmp_path))
 
 
-def test_missing_mask_and_classes_file(tmp_path):
-    _write_folder(tmp_path / "a", _masks())
-    (tmp_path / "a" / "masks" / "img01.png").unlink()
-    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "a/masks/img01.png"))):
-        mask_folder.load(str(tmp_path / "a"))
+def test_images_without_masks_are_loud_and_a_folder_without_any_is_an_error(tmp_path, caplog):
+    a = tmp_path / "a"
+    _write_folder(a, _masks())
+    (a / "masks" / "img01.png").unlink()
+    with caplog.at_level(logging.WARNING):
+        ds, _ = mask_folder.load(str(a))
+    assert [e["image_id"] for e in ds.as_numpy_iterator()] == [b"img00"]
+    assert (
+        f"{a}/masks: NO MASK for 1 of the 2 images in {a}/images: skipped (an image without a "
+        f"mask neither trains nor is scored): {a}/images/img01.png"
+    ) in caplog.text
+    (a / "masks" / "img00.png").unlink()
+    with pytest.raises(
+        FileNotFoundError, match=re.escape(f"{a}/masks: NO MASKS: none of the 2 images in {a}/")
+    ):
+        mask_folder.load(str(a))
+
+
+def test_masks_without_a_labelled_pixel_are_loud(tmp_path, caplog):
+    _write_folder(tmp_path, _masks(values=(255,)))
+    with caplog.at_level(logging.WARNING):
+        mask_folder.load(str(tmp_path))
+    assert f"{tmp_path}/masks: NO LABELLED PIXELS AT ALL in 2 masks" in caplog.text
+    caplog.clear()
+    _write_folder(tmp_path / "labelled", _masks(values=(0, 255)))
+    with caplog.at_level(logging.WARNING):
+        mask_folder.load(str(tmp_path / "labelled"))
+    assert "NO LABELLED PIXELS" not in caplog.text
+
+
+def test_missing_classes_file(tmp_path):
     _write_folder(tmp_path / "b", _masks(), classes=None)
     with pytest.raises(FileNotFoundError, match="classes.txt"):
         mask_folder.load(str(tmp_path / "b"))

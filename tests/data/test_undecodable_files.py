@@ -16,7 +16,7 @@ from PIL import Image
 
 from ondevice_vision import predict
 from ondevice_vision.configs import base_detection
-from ondevice_vision.data import coco_folder, image_decode, mask_folder
+from ondevice_vision.data import coco_folder, coco_segmentation, image_decode, mask_folder
 from ondevice_vision.eval import evaluate
 from ondevice_vision.tasks import detection as detection_task
 
@@ -104,6 +104,11 @@ def test_damaged_jpeg_is_skipped_and_named_in_evaluation_and_training(tmp_path, 
     ds, _ = coco_folder.load_coco_folder(str(d))  # decoded: what evaluation reads
     assert [int(e["image_id"]) for e in ds.as_numpy_iterator()] == [1, 3]
     assert f"skipping {d}/b.jpg (TensorFlow cannot decode it; 1 skipped so far)" in (
+        capfd.readouterr().err
+    )
+    segmentation, _ = coco_segmentation.load(str(d))  # the same folder as segmentation data
+    assert [e["image_id"] for e in segmentation.as_numpy_iterator()] == [b"a", b"c"]
+    assert f"WARNING: {d}: skipping {d}/b.jpg (TensorFlow cannot decode it;" in (
         capfd.readouterr().err
     )
 
@@ -222,6 +227,10 @@ def test_no_labels_at_the_start_and_nothing_scored_at_the_end_are_loud(tmp_path,
         assert evaluate.warn_if_nothing_scored(nothing, num_images=3)
         assert not evaluate.warn_if_nothing_scored({"AP": 0.0, "AP50": -1.0}, num_images=3)
         assert evaluate.warn_if_nothing_scored({"mIoU": 0.5}, num_images=0)
+        # mIoU of masks without a labelled pixel: NaN, not -1.
+        nan = float("nan")
+        assert evaluate.warn_if_nothing_scored({"mIoU": nan, "pixel_accuracy": nan}, 2)
+        assert not evaluate.warn_if_nothing_scored({"mIoU": nan, "pixel_accuracy": 0.5}, 2)
     assert f"{d}/annotations.json: NO BOXES AT ALL in 1 images" in caplog.text
     assert "NOTHING WAS SCORED: 3 eval images, every metric is -1" in caplog.text
 
