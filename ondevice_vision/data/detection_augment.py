@@ -17,7 +17,11 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from ondevice_vision.data.image_decode import apply_orientation, decode_rgb
+from ondevice_vision.data.image_decode import (
+    apply_orientation,
+    decode_rgb,
+    decoded_or_placeholder,
+)
 
 SSD_MIN_OBJECT_COVERED = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
 SSD_OVERLAP_THRESH = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
@@ -254,10 +258,21 @@ def ssd_random_crop(
     return image, boxes, classes, is_crowd
 
 
-def ssd_random_crop_encoded(encoded: tf.Tensor, boxes, classes, is_crowd, orientation=1, **cases):
+def ssd_random_crop_encoded(
+    encoded: tf.Tensor,
+    boxes,
+    classes,
+    is_crowd,
+    orientation=1,
+    skip_undecodable: bool = False,
+    **cases,
+):
     """`ssd_random_crop` of an encoded image that decodes only the crop window of a JPEG.
 
-    Returns (image uint8 [h, w, 3] RGB, boxes, classes, is_crowd, original (height, width)).
+    Returns (image uint8 [h, w, 3] RGB, boxes, classes, is_crowd, original (height, width)), and
+    with `skip_undecodable` also whether the decoder took the bytes (if not, the image is a
+    placeholder: `image_decode.decoded_or_placeholder`; the JPEG header is read unguarded, as
+    the folders' up-front check has read it).
 
     The window is drawn from the JPEG header's shape (the same draw as for the decoded image);
     libjpeg then skips the rows above and below the window and the IDCT of the columns beside
@@ -267,18 +282,32 @@ def ssd_random_crop_encoded(encoded: tf.Tensor, boxes, classes, is_crowd, orient
     upright and sliced.
     """
 
+    def attempt(decode, *inputs):
+        if skip_undecodable:
+            return decoded_or_placeholder(decode, *inputs)
+        return decode(*inputs), tf.constant(True)
+
     def jpeg():
         shape = tf.image.extract_jpeg_shape(encoded)
         offset, size, b, c, k = ssd_random_crop_window(shape, boxes, classes, is_crowd, **cases)
         window = tf.concat([offset, size], 0)
-        return tf.image.decode_and_crop_jpeg(encoded, window, channels=3), b, c, k, shape[:2]
+        image, ok = attempt(_decode_jpeg_window, encoded, window)
+        return image, b, c, k, shape[:2], ok
 
     def other():
-        image = apply_orientation(decode_rgb(encoded), orientation)
-        return (*ssd_random_crop(image, boxes, classes, is_crowd, **cases), tf.shape(image)[:2])
+        image, ok = attempt(decode_rgb, encoded)
+        image = apply_orientation(image, orientation)
+        cropped = ssd_random_crop(image, boxes, classes, is_crowd, **cases)
+        return (*cropped, tf.shape(image)[:2], ok)
 
     upright_jpeg = tf.logical_and(tf.io.is_jpeg(encoded), tf.equal(orientation, 1))
-    image, boxes, classes, is_crowd, original_size = tf.cond(upright_jpeg, jpeg, other)
+    image, boxes, classes, is_crowd, original_size, ok = tf.cond(upright_jpeg, jpeg, other)
     image.set_shape([None, None, 3])
     boxes.set_shape([None, 4])
+    if skip_undecodable:
+        return image, boxes, classes, is_crowd, original_size, ok
     return image, boxes, classes, is_crowd, original_size
+
+
+def _decode_jpeg_window(encoded, window):
+    return tf.image.decode_and_crop_jpeg(encoded, window, channels=3)

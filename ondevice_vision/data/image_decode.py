@@ -229,6 +229,34 @@ def _empty_like(spec: tf.TensorSpec) -> tf.Tensor:
     return tf.zeros([0 if d is None else d for d in spec.shape.as_list()], spec.dtype)
 
 
+def _attempt(fn, inputs: tuple, fallback):
+    """(fn(*inputs), True), or (fallback(output spec), False) where `fn` fails: `fn` runs in a
+    one-element dataset that drops its failure (`ignore_errors`). That dataset instantiates
+    `fn` once per call, a cost that grows with `fn`'s graph, so callers keep `fn` small."""
+    attempt = (
+        tf.data.Dataset.from_tensors(inputs)
+        .map(lambda *e: (fn(*e), True))
+        .ignore_errors(log_warning=True)
+    )
+    failed = tf.data.Dataset.from_tensors((fallback(attempt.element_spec[0]), False))
+    return attempt.concatenate(failed).take(1).get_single_element()
+
+
+def decoded_or_placeholder(decode, *inputs) -> tuple[tf.Tensor, tf.Tensor]:
+    """(decode(*inputs), True), or (a black 1x1 RGB placeholder, False) where the decoder refuses
+    the bytes: only the decode runs under the guard, so a pipeline whose function decodes in its
+    middle (the SSD crop window) carries on with the placeholder and drops the element after
+    (`map_skipping_undecodable(..., reports_failure=True)`)."""
+
+    def placeholder(spec):
+        del spec
+        return tf.zeros([1, 1, 3], tf.uint8)
+
+    image, ok = _attempt(decode, inputs, placeholder)
+    image.set_shape([None, None, 3])
+    return image, ok
+
+
 def map_skipping_undecodable(
     dataset: tf.data.Dataset,
     fn,
@@ -236,6 +264,7 @@ def map_skipping_undecodable(
     source: str,
     policy: str = "skip",
     problem: str = "TensorFlow cannot decode it",
+    reports_failure: bool = False,
     **map_kwargs,
 ) -> tf.data.Dataset:
     """`dataset.map(fn)`, where an element on which `fn` fails (a file TensorFlow's decoders
@@ -245,6 +274,8 @@ def map_skipping_undecodable(
 
     Each element runs `fn` in a one-element dataset that drops its failure
     (`ignore_errors`); a running count over the stream names the skipped files in order.
+    `reports_failure`: `fn` returns (output, decoded) itself, having decoded through
+    `decoded_or_placeholder`, and runs as a plain map (cheaper for a large `fn`: docs/speed.md).
     Everything stays in the graph (tf.data service workers run it too). `fn`'s outputs must be
     dense tensors.
     """
@@ -254,12 +285,13 @@ def map_skipping_undecodable(
 
     def guarded(*element):
         name = name_of(*element)
-        one = tf.data.Dataset.from_tensors(element if len(element) > 1 else element[0])
-        attempt = one.map(lambda *e: (fn(*e), True)).ignore_errors(log_warning=True)
-        failed = tf.data.Dataset.from_tensors(
-            (tf.nest.map_structure(_empty_like, attempt.element_spec[0]), False)
-        )
-        output, ok = attempt.concatenate(failed).take(1).get_single_element()
+        if reports_failure:
+            output, ok = fn(*element)
+        else:
+            inputs = element if len(element) > 1 else element[0]
+            output, ok = _attempt(
+                lambda *e: fn(*e), inputs, lambda spec: tf.nest.map_structure(_empty_like, spec)
+            )
         return output, ok, name
 
     def count(skipped, item):

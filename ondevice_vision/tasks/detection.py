@@ -22,6 +22,7 @@ from ondevice_vision.data.detection_sources import load_detection_source, source
 from ondevice_vision.data.image_decode import (
     apply_orientation,
     decode_rgb,
+    decoded_or_placeholder,
     example_name,
     map_skipping_undecodable,
     resize_pixels,
@@ -90,11 +91,14 @@ def _pad(tensor, size, value):
     return tf.pad(tensor, paddings, constant_values=value)
 
 
-def parse_example(example, config, remap, training: bool):
+def parse_example(example, config, remap, training: bool, skip_undecodable: bool = False):
     """Decoded or encoded example -> (image float32 [H, W, 3] in 0..255, labels without targets).
 
     The crop is drawn from the image's shape and applied while decoding; the flip comes after the
     resize (the same pixels, as bilinear resizing is mirror-symmetric, on fewer of them).
+    `skip_undecodable`: returns ((image, labels), decoded): only the decode runs under the
+    per-file guard (`image_decode.decoded_or_placeholder`), for `map_skipping_undecodable`'s
+    `reports_failure`.
     """
     boxes = tf.reshape(tf.cast(example["boxes"], tf.float32), [-1, 4])
     classes = tf.cast(example["classes"], tf.int32)
@@ -102,12 +106,27 @@ def parse_example(example, config, remap, training: bool):
         classes = tf.gather(remap, classes)
     is_crowd = tf.cast(example["is_crowd"], tf.bool)
     augment = training and config.data.augment
+    decoded = tf.constant(True)
     if "encoded_image" in example and augment:
-        image, boxes, classes, is_crowd, original_size = detection_augment.ssd_random_crop_encoded(
-            example["encoded_image"], boxes, classes, is_crowd, example.get("orientation", 1)
+        cropped = detection_augment.ssd_random_crop_encoded(
+            example["encoded_image"],
+            boxes,
+            classes,
+            is_crowd,
+            example.get("orientation", 1),
+            skip_undecodable=skip_undecodable,
         )
+        image, boxes, classes, is_crowd, original_size = cropped[:5]
+        decoded = cropped[5] if skip_undecodable else decoded
     else:
-        image = example["image"] if "image" in example else _decode(example)["image"]
+        if "image" in example:
+            image = example["image"]
+        elif skip_undecodable:
+            image, decoded = decoded_or_placeholder(
+                _decode_upright, example["encoded_image"], example.get("orientation", 1)
+            )
+        else:
+            image = _decode(example)["image"]
         original_size = tf.shape(image)[:2]
         if augment:
             image, boxes, classes, is_crowd = detection_augment.ssd_random_crop(
@@ -130,14 +149,18 @@ def parse_example(example, config, remap, training: bool):
             gt_classes=_pad(classes, room, -1),
             gt_is_crowd=_pad(is_crowd, room, False),
         )
-        return image, labels
-    _warn_if_cut(tf.shape(boxes)[0], max_boxes, example_name(example))
-    labels.update(
-        gt_boxes=_pad(boxes, max_boxes, 0.0),
-        gt_classes=_pad(classes, max_boxes, -1),
-        gt_is_crowd=_pad(is_crowd, max_boxes, False),
-    )
-    return image, labels
+    else:
+        _warn_if_cut(tf.shape(boxes)[0], max_boxes, example_name(example))
+        labels.update(
+            gt_boxes=_pad(boxes, max_boxes, 0.0),
+            gt_classes=_pad(classes, max_boxes, -1),
+            gt_is_crowd=_pad(is_crowd, max_boxes, False),
+        )
+    return ((image, labels), decoded) if skip_undecodable else (image, labels)
+
+
+def _decode_upright(encoded, orientation):
+    return apply_orientation(decode_rgb(encoded), orientation)
 
 
 def _warn_if_cut(num_boxes, max_boxes: int, name) -> None:
@@ -210,8 +233,16 @@ def build_dataset(config, split: str, batch_size: int, input_context=None, repea
     options = {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": not training}
     if "encoded_image" in source.element_spec:
         # Decoding happens in `parse` (only the crop window of a JPEG when augmenting): a file
-        # the decoder refuses there is skipped and named instead of ending the run.
-        ds = map_skipping_undecodable(source, parse, example_name, f"{split} images", **options)
+        # the decoder refuses there is skipped and named instead of ending the run. Only the
+        # decode runs under the guard, which costs per op guarded (docs/speed.md).
+        ds = map_skipping_undecodable(
+            source,
+            functools.partial(parse, skip_undecodable=True),
+            example_name,
+            f"{split} images",
+            reports_failure=True,
+            **options,
+        )
     else:  # decoded in memory (shapes), or by the decoded cache's guarded decode
         ds = source.map(parse, **options)
     if training:

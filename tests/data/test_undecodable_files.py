@@ -12,11 +12,18 @@ import zlib
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from ondevice_vision import predict
 from ondevice_vision.configs import base_detection
-from ondevice_vision.data import coco_folder, coco_segmentation, image_decode, mask_folder
+from ondevice_vision.data import (
+    coco_folder,
+    coco_segmentation,
+    detection_augment,
+    image_decode,
+    mask_folder,
+)
 from ondevice_vision.eval import evaluate
 from ondevice_vision.tasks import detection as detection_task
 
@@ -128,6 +135,23 @@ def test_damaged_jpeg_is_skipped_and_named_in_evaluation_and_training(tmp_path, 
     config.data.augment = True
     train, _ = detection_task.build_dataset(config, "train", batch_size=2)
     assert len(list(train.take(4))) == 4
+
+
+def test_the_ssd_crop_guards_only_its_decode_and_reports_it():
+    """The training parse decodes in its middle (the SSD crop window of a JPEG): only that decode
+    runs under the guard, which hands back a placeholder and a flag for the pipeline to drop."""
+    jpeg, png = io.BytesIO(), io.BytesIO()
+    Image.fromarray(_pixels(48, 64)).save(jpeg, "JPEG", quality=90)
+    Image.fromarray(_pixels(48, 64)).save(png, "PNG")
+    jpeg, png = jpeg.getvalue(), png.getvalue()
+    cut_jpeg = jpeg[: jpeg.index(b"\xff\xda") + 40]  # header intact, scan data cut short
+    boxes, classes, crowd = tf.constant([[0.1, 0.1, 0.9, 0.9]]), tf.constant([1]), tf.constant([0])
+    for encoded, decodable in ((jpeg, True), (png, True), (cut_jpeg, False), (png[:200], False)):
+        image, *_, ok = detection_augment.ssd_random_crop_encoded(
+            tf.constant(encoded), boxes, classes, tf.cast(crowd, tf.bool), skip_undecodable=True
+        )
+        assert bool(ok) == decodable
+        assert (image.shape == (1, 1, 3)) != decodable
 
 
 def test_non_regular_files_are_named_and_skipped_never_read(tmp_path, caplog):
