@@ -289,9 +289,7 @@ def map_skipping_undecodable(
             output, ok = fn(*element)
         else:
             inputs = element if len(element) > 1 else element[0]
-            output, ok = _attempt(
-                lambda *e: fn(*e), inputs, lambda spec: tf.nest.map_structure(_empty_like, spec)
-            )
+            output, ok = _attempt(fn, inputs, lambda spec: tf.nest.map_structure(_empty_like, spec))
         return output, ok, name
 
     def count(skipped, item):

@@ -122,9 +122,8 @@ def parse_example(example, config, remap, training: bool, skip_undecodable: bool
         if "image" in example:
             image = example["image"]
         elif skip_undecodable:
-            image, decoded = decoded_or_placeholder(
-                _decode_upright, example["encoded_image"], example.get("orientation", 1)
-            )
+            image, decoded = decoded_or_placeholder(decode_rgb, example["encoded_image"])
+            image = apply_orientation(image, example.get("orientation", 1))
         else:
             image = _decode(example)["image"]
         original_size = tf.shape(image)[:2]
@@ -157,10 +156,6 @@ def parse_example(example, config, remap, training: bool, skip_undecodable: bool
             gt_is_crowd=_pad(is_crowd, max_boxes, False),
         )
     return ((image, labels), decoded) if skip_undecodable else (image, labels)
-
-
-def _decode_upright(encoded, orientation):
-    return apply_orientation(decode_rgb(encoded), orientation)
 
 
 def _warn_if_cut(num_boxes, max_boxes: int, name) -> None:
