@@ -136,6 +136,15 @@ def read(directory: str, label_map: LabelMap, unlabeled: str = "background"):
         )
     if without:
         logging.warning("%s: %d annotations without a segmentation paint nothing", path, without)
+    if records and not any(shapes):
+        logging.warning(
+            "%s: NO SEGMENTATIONS AT ALL in %d images: every pixel is %s, so a segmenter "
+            "trained on it learns nothing of the classes and their evaluation scores nothing. "
+            "Is this the right annotation file?",
+            path,
+            len(records),
+            "ignored" if unlabeled == "ignore" else "background",
+        )
     return records, shapes
 
 

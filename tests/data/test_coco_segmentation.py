@@ -134,6 +134,13 @@ def test_annotations_without_segmentation_are_counted(tmp_path, caplog):
     np.testing.assert_array_equal(a, np.where(_pycoco(SMALL), 3, 0))
 
 
+def test_a_folder_without_any_segmentation_is_loud(tmp_path, caplog):
+    directory = _folder(tmp_path, [_ann(1, 0, 1, []), _ann(2, 1, 2, [])])
+    with caplog.at_level(logging.WARNING):
+        coco_segmentation.read(directory, coco_segmentation.label_map_for([directory]))
+    assert "NO SEGMENTATIONS AT ALL in 2 images: every pixel is background" in caplog.text
+
+
 def test_corrupt_images_are_skipped_counted_and_logged(tmp_path, caplog):
     directory = _folder(tmp_path, [_ann(1, 1, 1, BIG)])
     with open(os.path.join(directory, "a.png"), "wb") as f:
