@@ -12,9 +12,18 @@ name and its attributes) takes the box encodings [1, A, 4], the sigmoid class sc
 converter replaces it by the custom op. Outputs: detection_boxes [1, M, 4] (normalised yxyx, not
 clipped), detection_classes [1, M] (float class index 0..K-1, background removed),
 detection_scores [1, M], num_detections [1].
+
+With `postprocess="none"` (the OD API's `add_postprocessing_op=false`) both formats end before
+that op: `box_encodings` float32 [B, A, 4] (ty, tx, th, tw per anchor) and `class_predictions`
+[B, A, K + 1] (sigmoid scores, background column 0; uint8 in int8 TFLite files, so the whole graph
+stays 8-bit); the export directory gets `anchors.npy` ([A, 4] ycenter, xcenter, height, width,
+normalised) and export.json the box coder and NMS settings (`"raw_outputs"`). Our runner decodes
+them with heads/tflite_postprocess.py, which computes what the op computes.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -22,10 +31,14 @@ import tensorflow as tf
 from ondevice_vision.data.image_decode import decode_upright, resize_pixels
 from ondevice_vision.data.label_map import LabelMap
 from ondevice_vision.export import tflite_metadata
+from ondevice_vision.export.export_info import ANCHORS_FILE
 from ondevice_vision.export.signatures import ServingFunctions
+from ondevice_vision.heads import tflite_postprocess
 from ondevice_vision.heads.anchors import anchor_boxes
 
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"
+POSTPROCESS_CHOICES = ("op", "none")
+RAW_OUTPUTS = ("box_encodings", "class_predictions")
 
 
 def postprocess_attributes(model, use_regular_nms: bool = False) -> dict:
@@ -98,13 +111,26 @@ class DetectionExport(ServingFunctions):
         label_map: LabelMap,
         input_size=None,
         use_regular_nms: bool = False,
+        postprocess: str = "op",
         **unused,
     ):
         del unused
+        if postprocess not in POSTPROCESS_CHOICES:
+            raise ValueError(
+                f"--postprocess must be one of {POSTPROCESS_CHOICES}, got {postprocess!r}"
+            )
+        if postprocess == "none" and use_regular_nms:
+            raise ValueError("--use_regular_nms needs the post-processing op (--postprocess=op)")
         self.config = config
         self.model = model
         self.input_size = tuple(int(v) for v in (input_size or config.model.input_size))
         self.use_regular_nms = use_regular_nms
+        self.raw = postprocess == "none"
+        if self.raw:
+            # 8-bit to the end: the Edge TPU compiler then maps the whole graph.
+            self.int8_output_type = tf.uint8
+            # MediaPipe's ObjectDetector reads the op's four outputs; without them, no metadata.
+            self.has_metadata = False
         self.dataset_ids = tf.constant(label_map.dataset_ids, tf.int32)
 
     @staticmethod
@@ -113,9 +139,18 @@ class DetectionExport(ServingFunctions):
         return tuple(int(v) for v in config.model.input_size)
 
     # ------------------------------------------------------------- SavedModel
+    def raw_outputs(self, outputs) -> dict:
+        return {
+            "box_encodings": tf.cast(outputs["box_outputs"], tf.float32),
+            "class_predictions": tf.sigmoid(tf.cast(outputs["class_outputs"], tf.float32)),
+        }
+
     def detect(self, images_float):
-        """Float32 images already at the input size -> detections with dataset ids."""
+        """Float32 images already at the input size -> detections with dataset ids (or the raw
+        outputs, with postprocess="none")."""
         outputs = self.model(images_float, training=False)
+        if self.raw:
+            return self.raw_outputs(outputs)
         det = self.model.detect(outputs, self.input_size)
         slots = tf.shape(det["detection_classes"])[1]
         valid = tf.range(slots)[tf.newaxis, :] < det["num_detections"][:, tf.newaxis]
@@ -135,7 +170,26 @@ class DetectionExport(ServingFunctions):
         return self.detect(images)
 
     def saved_model_details(self) -> dict:
-        return {}
+        return self.raw_details() if self.raw else {}
+
+    def raw_details(self) -> dict:
+        """export.json's description of raw outputs: what a client needs to decode them."""
+        return {
+            "raw_outputs": {
+                "outputs": list(RAW_OUTPUTS),
+                "anchors_file": ANCHORS_FILE,
+                "anchor_layout": "ycenter, xcenter, height, width (normalised to the input)",
+                "box_encoding": "ty, tx, th, tw (OD API faster_rcnn_box_coder)",
+                "class_predictions": "sigmoid scores, column 0 background",
+                "input_size": list(self.input_size),
+            },
+            "postprocess": postprocess_attributes(self.model, False),
+        }
+
+    def export_files(self) -> dict:
+        if not self.raw:
+            return {}
+        return {ANCHORS_FILE: center_size_anchors(self.model.anchors(self.input_size))}
 
     # ------------------------------------------------------------- TFLite
     def tflite_graph_fn(self, forward=None):
@@ -148,6 +202,9 @@ class DetectionExport(ServingFunctions):
         model = self.model
         if forward is None:
             forward = lambda images: model(images, training=False)  # noqa: E731
+
+        if self.raw:
+            return lambda images: self.raw_outputs(forward(images))
 
         def graph(images):
             outputs = forward(images)
@@ -163,6 +220,8 @@ class DetectionExport(ServingFunctions):
         return graph
 
     def tflite_details(self) -> dict:
+        if self.raw:
+            return self.raw_details()
         return {"postprocess": postprocess_attributes(self.model, self.use_regular_nms)}
 
     # ------------------------------------------------------------- TFLite metadata
@@ -182,17 +241,57 @@ class DetectionExport(ServingFunctions):
 
     # ------------------------------------------------------------- running an export
     @staticmethod
-    def saved_model_outputs(outputs: dict, with_probabilities: bool, path: str) -> dict:
-        """What a SavedModelRunner returns of the serving_default outputs (all of them)."""
-        del with_probabilities, path
-        return outputs
+    def runner_data(directory: str, info) -> dict:
+        """Raw-output exports: the anchors and the op's settings to decode with."""
+        raw = info.extra.get("raw_outputs")
+        if not raw:
+            return {}
+        anchors_path = os.path.join(directory, raw["anchors_file"])
+        if not os.path.isfile(anchors_path):
+            raise FileNotFoundError(f"{anchors_path} not found: the raw outputs need it")
+        return {"anchors": np.load(anchors_path), "postprocess": info.extra["postprocess"]}
 
     @staticmethod
-    def tflite_outputs(raw: dict, image, label_map: LabelMap, with_probabilities: bool) -> dict:
-        """One image's TFLite outputs -> the SavedModel's outputs for it (dataset ids; boxes
-        clipped to [0, 1]; zeros past num_detections)."""
+    def decode_raw(runner, box_encodings, class_predictions) -> dict:
+        """One image's raw outputs -> the post-processing op's outputs, batch 1."""
+        data = runner.export_data
+        outputs = tflite_postprocess.postprocess(
+            box_encodings, class_predictions, data["anchors"], data["postprocess"]
+        )
+        return {k: np.asarray(v)[np.newaxis] for k, v in outputs.items()}
+
+    @staticmethod
+    def saved_model_outputs(runner, outputs: dict, with_probabilities: bool) -> dict:
+        """What a SavedModelRunner returns of the serving_default outputs (all of them; raw
+        outputs decoded to detections, image by image)."""
+        del with_probabilities
+        if not runner.export_data:
+            return outputs
+        per_image = [
+            DetectionExport.op_outputs(
+                runner.label_map, DetectionExport.decode_raw(runner, boxes, scores)
+            )
+            for boxes, scores in zip(
+                outputs["box_encodings"], outputs["class_predictions"], strict=True
+            )
+        ]
+        return {k: np.stack([p[k] for p in per_image]) for k in per_image[0]}
+
+    @staticmethod
+    def tflite_outputs(runner, raw: dict, image, with_probabilities: bool) -> dict:
+        """One image's TFLite outputs -> the SavedModel's outputs for it."""
         del image, with_probabilities
-        num = int(raw["num_detections"].reshape(-1)[0])
+        if runner.export_data:
+            raw = DetectionExport.decode_raw(
+                runner, raw["box_encodings"][0], raw["class_predictions"][0]
+            )
+        return DetectionExport.op_outputs(runner.label_map, raw)
+
+    @staticmethod
+    def op_outputs(label_map: LabelMap, raw: dict) -> dict:
+        """The post-processing op's outputs (batch 1) -> ours: dataset ids, boxes clipped to
+        [0, 1], zeros past num_detections."""
+        num = int(np.asarray(raw["num_detections"]).reshape(-1)[0])
         boxes = np.clip(raw["detection_boxes"][0], 0.0, 1.0).astype(np.float32)
         scores = raw["detection_scores"][0].astype(np.float32)
         index = np.rint(raw["detection_classes"][0]).astype(np.int64)

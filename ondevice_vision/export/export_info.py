@@ -4,6 +4,7 @@
     OUT/model.tflite                     (format tflite)
     OUT/labels.json   LabelMap: model class index -> dataset id and name
     OUT/export.json   task, format, quantization, input size, palette, signatures, provenance
+    OUT/anchors.npy   detection with --postprocess=none only: the anchors the raw outputs decode with
 
 Both are plain JSON, so a server or phone app reads them without this package.
 """
@@ -14,16 +15,29 @@ import dataclasses
 import json
 import os
 
+import numpy as np
+
 from ondevice_vision import files, tasks
 from ondevice_vision.data.label_map import LabelMap
 
 INFO_FILE = "export.json"
 LABELS_FILE = "labels.json"
 TFLITE_FILE = "model.tflite"
+# Detection exports without the post-processing op (--postprocess=none): the anchors to decode with.
+ANCHORS_FILE = "anchors.npy"
 # Everything an export writes at its top level (a SavedModel's own files and ours); --overwrite
 # refuses a folder holding anything else, as replacing it would delete the user's file.
 EXPORT_NAMES = frozenset(
-    {INFO_FILE, LABELS_FILE, TFLITE_FILE, "saved_model.pb", "fingerprint.pb", "variables", "assets"}
+    {
+        INFO_FILE,
+        LABELS_FILE,
+        TFLITE_FILE,
+        ANCHORS_FILE,
+        "saved_model.pb",
+        "fingerprint.pb",
+        "variables",
+        "assets",
+    }
 )
 FORMATS = ("saved_model", "tflite")
 QUANTIZATIONS = ("none", "fp16", "int8")
@@ -93,13 +107,19 @@ def check_replaceable(export_dir: str, overwrite: bool) -> None:
         )
 
 
-def write_export_files(directory: str, info: ExportInfo, label_map: LabelMap) -> None:
+def write_export_files(
+    directory: str, info: ExportInfo, label_map: LabelMap, arrays: dict | None = None
+) -> None:
+    """labels.json, export.json and `arrays` (name -> NumPy array, saved with np.save)."""
     if label_map.num_classes != info.num_classes:
         raise ValueError(
             f"label map has {label_map.num_classes} classes but the model predicts "
             f"{info.num_classes}"
         )
     label_map.save(os.path.join(directory, LABELS_FILE))
+    for name, array in (arrays or {}).items():
+        with files.atomic_write(os.path.join(directory, name), "wb") as f:
+            np.save(f, array)
     with files.atomic_write(os.path.join(directory, INFO_FILE)) as f:
         f.write(info.to_json())
 

@@ -11,6 +11,8 @@ detection_scores float32 [B, M], num_detections int32 [B]. Segmentation: semanti
 SavedModels run with plain `tf.saved_model.load`; TFLite models with ai-edge-litert's Interpreter
 (batch 1, one image at a time, resized to the model's input size with the same bilinear resize
 as the SavedModel signatures; segmentation logits are resized back before the argmax).
+Detection exports without the post-processing op (`--postprocess=none`) are decoded with the
+export's anchors.npy by heads/tflite_postprocess.py: the same outputs as the op's.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ class ExportRunner:
         self.label_map = label_map
         self.task = info.task
         self.export_class = tasks.get_task(info.task).export_class()
+        directory = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+        # What the task's export keeps beside the model to read its outputs (raw detection
+        # outputs: the anchors), loaded once.
+        self.export_data = self.export_class.runner_data(directory, info)
 
     def to_contiguous(self, dataset_ids: np.ndarray, num_detections: np.ndarray) -> np.ndarray:
         """Detection classes as dataset ids -> contiguous model indices (for our evaluators)."""
@@ -78,7 +84,7 @@ class SavedModelRunner(ExportRunner):
     def predict(self, images, with_probabilities: bool = False) -> dict:
         images = _check_images(images)
         outputs = {k: v.numpy() for k, v in self.signature(images=tf.constant(images)).items()}
-        return self.export_class.saved_model_outputs(outputs, with_probabilities, self.path)
+        return self.export_class.saved_model_outputs(self, outputs, with_probabilities)
 
 
 class TFLiteRunner(ExportRunner):
@@ -137,7 +143,7 @@ class TFLiteRunner(ExportRunner):
 
     def _predict_one(self, image: np.ndarray, with_probabilities: bool) -> dict:
         raw = self.run(self._resized(image))
-        return self.export_class.tflite_outputs(raw, image, self.label_map, with_probabilities)
+        return self.export_class.tflite_outputs(self, raw, image, with_probabilities)
 
 
 def load_exported_model(path: str, num_threads: int | None = None) -> ExportRunner:

@@ -67,6 +67,13 @@ def define_flags():
         "class-agnostic NMS. LiteRT computes it wrongly with several threads, so such models "
         "run single-threaded in ondevice-eval / ondevice-predict.",
     )
+    flags.DEFINE_enum(
+        "postprocess",
+        "op",
+        ["op", "none"],
+        "Detection: 'none' ends the graph in the raw box encodings and class scores per anchor "
+        "(no TFLite_Detection_PostProcess; anchors.npy and the box coder in export.json).",
+    )
     flags.DEFINE_boolean(
         "with_probabilities", False, "Segmentation SavedModel: add the probabilities output."
     )
@@ -119,6 +126,7 @@ def export(
     quantization_state=None,
     calibration_dir: str | None = None,
     calibration_split: str | None = None,
+    postprocess: str = "op",
 ) -> str:
     """Library entry point of the CLI (the model already holds its trained weights).
 
@@ -141,6 +149,7 @@ def export(
             palette=palette,
             overwrite=overwrite,
             extra=extra,
+            postprocess=postprocess,
         )
     if fmt == "tflite":
         return export_tflite(
@@ -158,6 +167,7 @@ def export(
             palette=palette,
             overwrite=overwrite,
             extra=extra,
+            postprocess=postprocess,
         )
     raise ValueError(f"format must be saved_model or tflite, got {fmt!r}")
 
@@ -198,6 +208,7 @@ def main(argv):
         quantization_state=state,
         calibration_dir=FLAGS.calibration_dir,
         calibration_split=FLAGS.calibration_split,
+        postprocess=FLAGS.postprocess,
     )
     logging.info("Exported %s to %s", path, out)
     print(json.dumps({"export_dir": out, "checkpoint": path, "format": FLAGS.format}))

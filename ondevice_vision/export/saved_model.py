@@ -19,6 +19,7 @@ def export_saved_model(
     palette=None,
     overwrite: bool = False,
     extra: dict | None = None,
+    postprocess: str = "op",
 ) -> str:
     """Writes the SavedModel, labels.json and export.json to `export_dir` atomically.
 
@@ -27,7 +28,12 @@ def export_saved_model(
     `probabilities` output ([B, H, W, K] float32: large at Cityscapes resolution).
     """
     functions = tasks.get_task(config).make_export(
-        config, model, label_map, input_size, with_probabilities=with_probabilities
+        config,
+        model,
+        label_map,
+        input_size,
+        with_probabilities=with_probabilities,
+        postprocess=postprocess,
     )
     info = ExportInfo(
         task=functions.task,
@@ -42,5 +48,5 @@ def export_saved_model(
     check_replaceable(export_dir, overwrite)
     with atomic_directory(export_dir, overwrite=overwrite) as tmp:
         archive.write_out(tmp, verbose=False)
-        write_export_files(tmp, info, label_map)
+        write_export_files(tmp, info, label_map, functions.export_files())
     return export_dir

@@ -40,9 +40,12 @@ class SegmentationExport(ServingFunctions):
         label_map: LabelMap,
         input_size=None,
         with_probabilities: bool = False,
+        postprocess: str = "op",
         **unused,
     ):
         del unused
+        if postprocess != "op":
+            raise ValueError("--postprocess=none applies to detection exports only")
         self.config = config
         self.inference = segmentation_inference.eval_options(config) if config else None
         if self.inference and segmentation_inference.is_plain(self.inference):
@@ -165,18 +168,18 @@ class SegmentationExport(ServingFunctions):
 
     # ------------------------------------------------------------- running an export
     @staticmethod
-    def saved_model_outputs(outputs: dict, with_probabilities: bool, path: str) -> dict:
+    def saved_model_outputs(runner, outputs: dict, with_probabilities: bool) -> dict:
         """What a SavedModelRunner returns: the probabilities only when asked (and exported)."""
         if with_probabilities and "probabilities" not in outputs:
-            raise ValueError(f"{path} was exported without the probabilities output")
+            raise ValueError(f"{runner.path} was exported without the probabilities output")
         if not with_probabilities:
             outputs.pop("probabilities", None)
         return outputs
 
     @staticmethod
-    def tflite_outputs(raw: dict, image, label_map: LabelMap, with_probabilities: bool) -> dict:
+    def tflite_outputs(runner, raw: dict, image, with_probabilities: bool) -> dict:
         """One image's TFLite logits -> its class map (and probabilities) at the image's size."""
-        del label_map
+        del runner
         logits = tf.constant(raw["logits"], tf.float32)
         if tuple(logits.shape[1:3]) != tuple(image.shape[:2]):
             logits = tf.image.resize(logits, image.shape[:2], method="bilinear")

@@ -29,8 +29,22 @@ def examples_to_encoded(serialized):
 class ServingFunctions:
     """What a task export provides: `serving_default` and `image_bytes`; `tf_example` follows."""
 
+    # Whether the TFLite file gets TFLite Model Metadata (MediaPipe Tasks need the full graph).
+    has_metadata = True
+
     def tf_example(self, serialized_examples):
         return self.image_bytes(examples_to_encoded(serialized_examples))
+
+    def export_files(self) -> dict:
+        """Extra files of the export directory besides the model: name -> NumPy array."""
+        return {}
+
+    @staticmethod
+    def runner_data(directory: str, info) -> dict:
+        """What a runner of this export needs from its directory besides the model (read once;
+        `export_data` of the runner passed to `saved_model_outputs` / `tflite_outputs`)."""
+        del directory, info
+        return {}
 
 
 def build_archive(functions, model) -> keras.export.ExportArchive:

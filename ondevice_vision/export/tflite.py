@@ -115,6 +115,7 @@ def export_tflite(
     quantization_state=None,
     calibration_dir: str | None = None,
     calibration_split: str | None = None,
+    postprocess: str = "op",
 ) -> str:
     """Writes model.tflite (with TFLite Model Metadata, see tflite_metadata), labels.json and
     export.json to `export_dir` atomically.
@@ -125,7 +126,12 @@ def export_tflite(
     if input_size is None:
         input_size = tasks.get_task(config).export_class().default_input_size(config, "tflite")
     export = tasks.get_task(config).make_export(
-        config, model, label_map, input_size, use_regular_nms=use_regular_nms
+        config,
+        model,
+        label_map,
+        input_size,
+        use_regular_nms=use_regular_nms,
+        postprocess=postprocess,
     )
     if (calibration_dir or calibration_split) and (
         quantization != "int8" or quantization_state is not None
@@ -143,7 +149,8 @@ def export_tflite(
         config, export, quantization, num_calibration_images, representative, quantization_state
     )
     # TFLite Model Metadata and labels.txt inside the file: MediaPipe Tasks load it unchanged.
-    flatbuffer = add_metadata(flatbuffer, export, label_map, export.input_size)
+    if export.has_metadata:
+        flatbuffer = add_metadata(flatbuffer, export, label_map, export.input_size)
     details = dict(extra or {}, **export.tflite_details())
     if quantization == "int8" and quantization_state is not None:
         details["quantization_aware"] = True
@@ -167,7 +174,7 @@ def export_tflite(
     with atomic_directory(export_dir, overwrite=overwrite) as tmp:
         with files.atomic_write(os.path.join(tmp, TFLITE_FILE), "wb") as f:
             f.write(flatbuffer)
-        write_export_files(tmp, info, label_map)
+        write_export_files(tmp, info, label_map, export.export_files())
     logging.info("Wrote %s (%d bytes)", os.path.join(export_dir, TFLITE_FILE), len(flatbuffer))
     return export_dir
 
