@@ -28,7 +28,7 @@ LAYERS = [
     ["export", "importers"],
     ["eval"],
     ["train"],
-    ["info", "predict"],
+    ["info", "predict", "benchmark"],
     ["demo"],
 ]
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}

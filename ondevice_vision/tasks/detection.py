@@ -35,6 +35,8 @@ from ondevice_vision.models import ssdlite
 from ondevice_vision.tasks.task import task_of_module
 
 LOSS_KEYS = ("cls_loss", "box_loss")
+# The metrics a one-line comparison of models shows (ondevice-benchmark).
+HEADLINE_METRICS = ("AP", "AP50")
 
 
 def build_model(config) -> ssdlite.SSDLiteDetector:

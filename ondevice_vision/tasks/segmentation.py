@@ -24,6 +24,8 @@ from ondevice_vision.tasks import segmentation_inference, segmentation_loss
 from ondevice_vision.tasks.task import task_of_module
 
 CITYSCAPES_SOURCES = ("tfds", "cityscapes_folder")
+# The metrics a one-line comparison of models shows (ondevice-benchmark).
+HEADLINE_METRICS = ("mIoU",)
 
 
 def build_model(config):
