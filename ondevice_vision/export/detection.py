@@ -189,7 +189,9 @@ class DetectionExport(ServingFunctions):
     def export_files(self) -> dict:
         if not self.raw:
             return {}
-        return {ANCHORS_FILE: center_size_anchors(self.model.anchors(self.input_size))}
+        m = self.model
+        anchors = anchor_boxes(m.anchor_options, m.num_feature_maps, self.input_size)
+        return {ANCHORS_FILE: center_size_anchors(anchors)}
 
     # ------------------------------------------------------------- TFLite
     def tflite_graph_fn(self, forward=None):
