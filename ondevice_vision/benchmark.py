@@ -186,7 +186,7 @@ def run_benchmark(
             "quantization": quantization,
             "path": model_path,
             "size_bytes": directory_bytes(model_path),
-            "metrics": {k: metrics[k] for k in task.HEADLINE_METRICS},
+            "metrics": {k: metrics[k] for k in task.headline_metrics},
             "latency_ms": latency,
             "edgetpu": edgetpu_verdict(exported.info),
             "export_s": round(export_s, 1),
@@ -205,7 +205,7 @@ def run_benchmark(
         "input_size": list(timing_size),
         "threads": thread_counts(),
         "runs": runs,
-        "metrics": list(task.HEADLINE_METRICS),
+        "metrics": list(task.headline_metrics),
         "rows": rows,
     }
     table = markdown_table(result)

@@ -296,10 +296,11 @@ class DetectionExport(ServingFunctions):
         num = int(np.asarray(raw["num_detections"]).reshape(-1)[0])
         boxes = np.clip(raw["detection_boxes"][0], 0.0, 1.0).astype(np.float32)
         scores = raw["detection_scores"][0].astype(np.float32)
-        index = np.rint(raw["detection_classes"][0]).astype(np.int64)
+        # The op leaves the slots past num_detections unset (NaN at times): read only its own.
+        index = np.rint(raw["detection_classes"][0][:num]).astype(np.int64)
         ids = np.asarray(label_map.dataset_ids, np.int32)
-        classes = np.zeros(index.shape, np.int32)
-        classes[:num] = ids[index[:num]]
+        classes = np.zeros(scores.shape, np.int32)
+        classes[:num] = ids[index]
         boxes[num:], scores[num:] = 0.0, 0.0
         return {
             "detection_boxes": boxes,

@@ -35,8 +35,6 @@ from ondevice_vision.models import ssdlite
 from ondevice_vision.tasks.task import task_of_module
 
 LOSS_KEYS = ("cls_loss", "box_loss")
-# The metrics a one-line comparison of models shows (ondevice-benchmark).
-HEADLINE_METRICS = ("AP", "AP50")
 
 
 def build_model(config) -> ssdlite.SSDLiteDetector:
@@ -407,4 +405,5 @@ TASK = task_of_module(
     evaluator="ondevice_vision.eval.detection:DetectionEvaluator",
     export="ondevice_vision.export.detection:DetectionExport",
     best_metric="AP",
+    headline_metrics=("AP", "AP50"),
 )

@@ -24,8 +24,6 @@ from ondevice_vision.tasks import segmentation_inference, segmentation_loss
 from ondevice_vision.tasks.task import task_of_module
 
 CITYSCAPES_SOURCES = ("tfds", "cityscapes_folder")
-# The metrics a one-line comparison of models shows (ondevice-benchmark).
-HEADLINE_METRICS = ("mIoU",)
 
 
 def build_model(config):
@@ -275,4 +273,5 @@ TASK = task_of_module(
     evaluator="ondevice_vision.eval.segmentation:SegmentationEvaluator",
     export="ondevice_vision.export.segmentation:SegmentationExport",
     best_metric="mIoU",
+    headline_metrics=("mIoU",),
 )

@@ -23,6 +23,8 @@ config's `task` name to that module. Fields:
     evaluator, export       "module:Class" of the task's evaluator (eval/) and export (export/)
     best_metric             the reported number eval.best_metric defaults to (best checkpoint,
                             early stopping)
+    headline_metrics        the reported numbers a one-line comparison of models shows
+                            (ondevice-benchmark's columns)
 
 Layering: tasks/ sits below export/ and eval/ (they build datasets and models through it), so
 the task names its evaluator and export classes by dotted path and imports them only when asked
@@ -71,6 +73,7 @@ class Task:
     evaluator: str
     export: str
     best_metric: str
+    headline_metrics: tuple[str, ...]
     model_for_eval: Callable | None = None  # None: _as_trained
 
     def __post_init__(self):

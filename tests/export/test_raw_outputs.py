@@ -17,7 +17,12 @@ from ondevice_vision.export.detection import center_size_anchors
 from ondevice_vision.export.exported_model import load_exported_model
 from ondevice_vision.export.saved_model import export_saved_model
 from ondevice_vision.heads.anchors import anchor_boxes
-from tests.helpers.export_fixtures import label_map, training_examples
+from tests.helpers.export_fixtures import (
+    assert_same_detections,
+    confident,
+    label_map,
+    training_examples,
+)
 
 
 def _calibration(images):
@@ -109,5 +114,12 @@ def test_raw_saved_model_decodes_like_the_float_tflite_op(exports):
     saved = load_exported_model(paths["saved_model"])
     assert sorted(saved.signature.structured_outputs) == ["box_encodings", "class_predictions"]
     expected = load_exported_model(paths["none", "op"]).predict(images)
-    # TensorFlow and LiteRT compute the network with float differences of ~1e-6.
-    _assert_same_detections(expected, saved.predict(images), box_atol=1e-4)
+    got = saved.predict(images)
+    # TensorFlow and LiteRT compute the network with float differences (scores: 4e-6 measured),
+    # which may swap two detections of nearly equal score: the fitted objects (score > 0.5) are
+    # the same detections, and every image's scores are the same within 1e-5 in order.
+    np.testing.assert_array_equal(got["num_detections"], expected["num_detections"])
+    assert len(confident(expected, 0)["scores"]) > 0  # the fitted image's objects
+    for i in range(len(images)):
+        assert_same_detections(confident(got, i), confident(expected, i), atol=1e-4)
+    np.testing.assert_allclose(got["detection_scores"], expected["detection_scores"], atol=1e-5)
