@@ -37,6 +37,8 @@ SLOW_FIRST = (
     "tests/export/test_tflite_detection.py",  # 90 s
     "tests/export/test_tflite_segmentation.py",  # 70 s
     "tests/export/test_calibration.py",  # three int8 conversions
+    "tests/export/test_raw_outputs.py",  # four TFLite conversions and a SavedModel
+    "tests/test_benchmark.py",  # a SavedModel and three TFLite conversions, one CLI start
     "tests/test_predict.py",
     "tests/eval/test_watch.py",  # ~80 s at load 25, alone
     "tests/train/test_mixed_precision.py",
