@@ -10,6 +10,7 @@ import keras
 from keras import layers
 
 from ondevice_vision.backbones import specs as specs_lib
+from ondevice_vision.backbones.batch_norm import BatchNormalization
 from ondevice_vision.backbones.specs import Block, Spec, make_divisible
 
 ENDPOINTS = (
@@ -83,7 +84,7 @@ class _GraphBuilder:
         }
 
     def bn(self, x, name):
-        return layers.BatchNormalization(
+        return BatchNormalization(
             epsilon=self.spec.bn_epsilon, momentum=self.bn_momentum, name=name
         )(x)
 

@@ -46,6 +46,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from ondevice_vision.backbones.batch_norm import BatchNormalization
 from ondevice_vision.configs import checks
 
 ATTENTION_POOLING = checks.ATTENTION_POOLING
@@ -239,7 +240,7 @@ def lraspp_decoder(
     if filters < 1:
         raise ValueError(f"filters must be >= 1, got {filters}")
     semantic = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_semantic_conv")(high)
-    semantic = layers.BatchNormalization(
+    semantic = BatchNormalization(
         momentum=bn_momentum, epsilon=bn_epsilon, name=f"{name}_semantic_bn"
     )(semantic)
     semantic = layers.ReLU(name=f"{name}_semantic_relu")(semantic)

@@ -14,6 +14,7 @@ import tensorflow as tf
 from keras import layers
 
 from ondevice_vision.backbones import build_backbone
+from ondevice_vision.backbones.batch_norm import BatchNormalization
 from ondevice_vision.heads import anchors as anchors_lib
 from ondevice_vision.heads import postprocess
 
@@ -36,7 +37,7 @@ class _HeadBuilder:
             self.init = lambda: keras.initializers.TruncatedNormal(stddev=feature_init_stddev)
 
     def bn_relu6(self, x, name):
-        x = layers.BatchNormalization(
+        x = BatchNormalization(
             momentum=self.bn_momentum, epsilon=self.bn_epsilon, name=name + "_bn"
         )(x)
         return layers.ReLU(6.0, name=name + "_relu6")(x)
