@@ -22,7 +22,9 @@ from round to round, so a change in the machine's load hits all of them alike. T
 read is `ratio`: ours / torchvision per round, median over rounds.
 
 `--ours=NAME:KEY=VALUE,KEY=VALUE` (repeatable) adds our step under config overrides, e.g. a lever
-measured side by side with the default, which is always there; `--ours=NAME@PATH:` runs the
+measured side by side with the default, which is always there (`env.NAME=VALUE` sets an
+environment variable of that process instead, e.g. `env.TF_ENABLE_ONEDNN_OPTS=0` or
+`env.TF_NUM_INTEROP_THREADS=1`); `--ours=NAME@PATH:` runs the
 package of another checkout at PATH (the state before a change): `ratio_to_ours` is then the
 variant's time over this checkout's, per round, median over rounds.
 """
@@ -190,8 +192,11 @@ class _Contestant:
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
         )
-        self.ready = self._read()
+        self.ready = None
         self.rounds = []
+
+    def wait_ready(self):
+        self.ready = self._read()
 
     def _read(self):
         for line in self.proc.stdout:
@@ -228,21 +233,33 @@ def _compare(task, tmp):
     contestants = []
     try:
         for i, (name, overrides, checkout) in enumerate(variants):
+            items = [item for item in overrides.split(",") if item]
+            # env.NAME=VALUE: the variant's environment (TF_ENABLE_ONEDNN_OPTS, TF_NUM_*_THREADS).
+            env_items = [item[len("env.") :] for item in items if item.startswith("env.")]
+            variables = dict(item.split("=", 1) for item in env_items)
+            overrides = ",".join(item for item in items if not item.startswith("env."))
             args = ["--worker=ours", f"--overrides={overrides}"]
             args += [f"--batch_file={batch_file}"] if i == 0 else []
             # PYTHONPATH comes before the editable install: the package of `checkout` runs.
-            ours_env = {**env, "PYTHONPATH": os.pathsep.join([here, checkout])}
+            ours_env = {**env, **variables, "PYTHONPATH": os.pathsep.join([here, checkout])}
             contestants.append(_Contestant(name, task, args, ours_env))
+        # Ours build their models and take a first step at the same time; torchvision's starts
+        # once the first of ours has written the batch file.
         if FLAGS.torchvision:
+            contestants[0].wait_ready()
             torch_path = os.path.abspath(FLAGS.torch_path)
             torch_env = {**env, "PYTHONPATH": os.pathsep.join([torch_path, here])}
             args = ["--worker=torchvision", f"--batch_file={batch_file}"]
             contestants.append(_Contestant("torchvision", task, args, torch_env))
+        for c in contestants:
+            if c.ready is None:
+                c.wait_ready()
         loads = [_load()]
         for r in range(FLAGS.rounds):
             shift = r % len(contestants)
             for c in contestants[shift:] + contestants[:shift]:
                 c.run(FLAGS.steps)
+                print(f"round {r + 1} {c.name}: {c.rounds[-1]}", file=sys.stderr, flush=True)
             loads.append(_load())
     finally:
         for c in contestants:
