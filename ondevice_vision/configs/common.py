@@ -33,6 +33,9 @@ def train_config() -> ml_collections.ConfigDict:
             # Steps run inside one tf.function call: fewer Python round trips on fast devices.
             "steps_per_loop": 0,  # 0: log_every_steps
             "nan_policy": "stop",  # stop | skip
+            # XLA for the train step (one device; falls back to plain TensorFlow where XLA cannot
+            # compile it). Slower on CPUs (docs/speed.md); for accelerators.
+            "jit_compile": False,
             # Batch-norm statistics over the global batch (all replicas), not each replica's.
             "sync_batch_norm": False,
             "shuffle_buffer": 1000,

@@ -225,9 +225,19 @@ class Trainer:
 
         status: {"grad_norm" of the last step, "bad": non-finite steps, "first_bad_step"}.
         """
-        strategy, tc = self.strategy, self.config.train
+        tc = self.config.train
         if keys is None:
             keys = self._loss_keys(self._train_dataset().element_spec)
+        if not tc.get("jit_compile"):
+            return self._loop_over(keys, self._replica_step)
+        if self.strategy.num_replicas_in_sync > 1:
+            logging.warning("train.jit_compile is for one device; training without XLA.")
+            return self._loop_over(keys, self._replica_step)
+        compiled = self._loop_over(keys, tf.function(self._replica_step, jit_compile=True))
+        return _xla_or_plain(compiled, lambda: self._loop_over(keys, self._replica_step))
+
+    def _loop_over(self, keys, replica_step):
+        strategy, tc = self.strategy, self.config.train
         stop_on_bad = tc.nan_policy == "stop"
         # float16 gradients overflow now and then by design: the loss scale handles those.
         check_grads = self.mixed_precision != "float16"
@@ -243,7 +253,7 @@ class Trainer:
                 if self._stop_now():
                     break
                 images, labels = self.input.next_batch(iterator)
-                per_replica, norms = strategy.run(self._replica_step, args=(images, labels))
+                per_replica, norms = strategy.run(replica_step, args=(images, labels))
                 terms = {
                     k: strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica[k], axis=None)
                     for k in keys
@@ -639,6 +649,32 @@ class _Run:
 
     def eval_now(self, step: int) -> bool:
         return bool(self.eval_every and step % self.eval_every == 0)
+
+
+def _xla_or_plain(compiled, build_plain):
+    """`train.jit_compile`: the loop with the XLA-compiled step, or, if XLA cannot compile it
+    (an op without an XLA kernel, e.g. in a custom loss), the plain loop from the first call on.
+    The failed call used one batch of the input and trained nothing."""
+    current = {"loop": None}
+
+    def train_loop(iterator, num_steps):
+        if current["loop"] is not None:
+            return current["loop"](iterator, num_steps)
+        try:
+            result = compiled(iterator, num_steps)
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as e:
+            if "compil" not in str(e).lower():
+                raise
+            logging.warning(
+                "train.jit_compile: XLA cannot compile this train step, training without it (%s)",
+                str(e).strip().splitlines()[0][:300],
+            )
+            current["loop"] = build_plain()
+            return current["loop"](iterator, num_steps)
+        current["loop"] = compiled
+        return result
+
+    return train_loop
 
 
 def _next_multiple(step: int, every: int) -> int:
