@@ -319,6 +319,9 @@ def map_skipping_undecodable(
             tf.cond(ok, lambda: tf.constant(True), report)
         return skipped, (output, ok)
 
+    # No autograph: `guarded` and `count` branch with tf.cond already (converting is slow).
+    guarded = tf.autograph.experimental.do_not_convert(guarded)
+    count = tf.autograph.experimental.do_not_convert(count)
     dataset = dataset.map(guarded, **map_kwargs).scan(tf.constant(0, tf.int64), count)
     return dataset.filter(lambda output, ok: ok).map(_first)
 

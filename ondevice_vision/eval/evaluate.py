@@ -42,7 +42,9 @@ def evaluate(
         recorded_labels.check(workdir, label_map, "the eval data", allow_other_label_map)
     evaluator = task.make_evaluator(config, label_map)
     if predict_fn is None:
-        predict_fn = tf.function(lambda images: task.predict(config, model, images))
+        predict_fn = tf.function(
+            lambda images: task.predict(config, model, images), autograph=False
+        )
 
     def visualize(images, predictions, labels):
         return task.visualize(config, images, predictions, labels, label_map)

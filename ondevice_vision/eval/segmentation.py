@@ -157,7 +157,8 @@ def write_cityscapes_submission(
     the labelId PNGs of the Cityscapes test server (and optionally their zip archive)."""
     dataset, _ = segmentation_task.build_dataset(config, "eval", config.eval.batch_size)
     predict_fn = tf.function(
-        lambda images: segmentation_task.predict(config, model, images)["semantic_map"]
+        lambda images: segmentation_task.predict(config, model, images)["semantic_map"],
+        autograph=False,
     )
 
     def predictions():

@@ -16,7 +16,7 @@ def validation_loss(config, model, dataset) -> dict:
     """{"val_<term>": mean, ..., "val_loss": their sum} over `dataset` ((images, labels))."""
     task = tasks.get_task(config)
 
-    @tf.function
+    @tf.function(autograph=False)
     def sums_of(images, labels):
         outputs = tf.nest.map_structure(
             lambda t: tf.cast(t, tf.float32) if t.dtype.is_floating else t,

@@ -222,6 +222,8 @@ def build_dataset(config, split: str, batch_size: int, input_context=None, repea
     source, source_map = load_detection_source(config.data, split, encoded=True)
     label_map = model_label_map(config, source_map)
     source = prepare_task_source(source, config, split, input_context, repeat, decode=_decode)
+    # No autograph: these functions branch with tf.cond already, and converting their source
+    # (the SSD crop, the matching) cost more CPU than the rest of a short run's start-up.
     parse = functools.partial(
         parse_example, config=config, remap=_class_remap(config, source_map), training=training
     )
@@ -232,21 +234,27 @@ def build_dataset(config, split: str, batch_size: int, input_context=None, repea
         # decode runs under the guard, which costs per op guarded (docs/speed.md).
         ds = map_skipping_undecodable(
             source,
-            functools.partial(parse, skip_undecodable=True),
+            tf.autograph.experimental.do_not_convert(
+                functools.partial(parse, skip_undecodable=True)
+            ),
             example_name,
             f"{split} images",
             reports_failure=True,
             **options,
         )
     else:  # decoded in memory (shapes), or by the decoded cache's guarded decode
-        ds = source.map(parse, **options)
+        ds = source.map(tf.autograph.experimental.do_not_convert(parse), **options)
     if training:
         ds = ds.batch(batch_size, drop_remainder=True)
     else:
         ds = ds.padded_batch(batch_size, padding_values=(0.0, _LABEL_PADDING))
     if not (training and _matches_in_train_step(config)):
         targets = functools.partial(add_targets, config=config, anchor_boxes=_anchors(config))
-        ds = ds.map(targets, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+        ds = ds.map(
+            tf.autograph.experimental.do_not_convert(targets),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=not training,
+        )
     return ds.prefetch(tf.data.AUTOTUNE), label_map
 
 

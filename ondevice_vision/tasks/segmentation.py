@@ -153,14 +153,20 @@ def build_dataset(config, split: str, batch_size: int, input_context=None, repea
         class_weights(config, source, label_map)
     source = prepare_task_source(source, config, split, input_context, repeat)
     if training:
+        # No autograph (as in tasks/detection.py): the crop branches with tf.cond already.
         ds = source.map(
-            functools.partial(_train_example, config=config),
+            tf.autograph.experimental.do_not_convert(
+                functools.partial(_train_example, config=config)
+            ),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=False,
         )
         ds = ds.batch(batch_size, drop_remainder=True)
     else:
-        ds = source.map(_eval_example, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = source.map(
+            tf.autograph.experimental.do_not_convert(_eval_example),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
         # Full-resolution images of different sizes share a batch by padding; padded pixels
         # carry the ignore label and never reach the metrics.
         ds = ds.padded_batch(

@@ -59,7 +59,7 @@ class BatchNormRecalibration:
     def _build_forward(self, next_batch):
         strategy = self.strategy
 
-        @tf.function
+        @tf.function(autograph=False)
         def forward(iterator):
             images, _ = next_batch(iterator)
             strategy.run(lambda x: self.model(x, training=True), args=(images,))

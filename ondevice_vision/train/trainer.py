@@ -175,7 +175,9 @@ class Trainer:
         outputs_spec = tf.nest.map_structure(
             lambda t: tf.TensorSpec(t.shape, tf.float32), self.model.output
         )
-        probe = tf.function(lambda o, lab: self.task.compute_losses(self.config, o, lab)[0])
+        probe = tf.function(
+            lambda o, lab: self.task.compute_losses(self.config, o, lab)[0], autograph=False
+        )
         keys = list(probe.get_concrete_function(outputs_spec, labels_spec).structured_outputs)
         if self.config.train.weight_decay and self.regularized:
             keys.append("l2")
@@ -242,6 +244,10 @@ class Trainer:
         # float16 gradients overflow now and then by design: the loss scale handles those.
         check_grads = self.mixed_precision != "float16"
 
+        # The loop needs autograph (a tensor loop with breaks); the step inside does not, and
+        # converting the model's losses and matching would cost more than tracing them.
+        replica_step = tf.autograph.experimental.do_not_convert(self._replica_step)
+
         @tf.function
         def train_loop(iterator, num_steps):
             totals = {k: tf.constant(0.0) for k in keys}
@@ -298,7 +304,7 @@ class Trainer:
 
         return any_worker
 
-    @tf.function
+    @tf.function(autograph=False)
     def _weights_finite(self):
         return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in self.model.weights])
 

@@ -1,8 +1,8 @@
 """Makes the loss NaN at one global step, from outside the product: the tests' NaN fault.
 
 `install(step)` wraps the losses of every `Trainer` built afterwards: at global step `step` (the
-step the update would make) each loss term, and so every gradient, is NaN. `command(...)` is
-`train_cli.command` for a subprocess run with the wrap installed.
+step the update would make) each loss term, and so every gradient, is NaN. `preamble(step)`
+installs it in a `train_cli.command` subprocess.
 """
 
 from __future__ import annotations
@@ -37,15 +37,6 @@ def install(nan_at_step: int) -> None:
     trainer_lib.Trainer.__init__ = init
 
 
-def command(nan_at_step: int, cli_command: list[str]) -> list[str]:
-    """`[python, -m, ondevice_vision.train.main, args...]` -> the same run with the NaN."""
-    python, dash_m, module, *args = cli_command
-    assert (dash_m, module) == ("-m", "ondevice_vision.train.main"), cli_command
-    # `python -c` puts the working directory (the repository root, train_cli.ROOT) on sys.path.
-    code = (
-        "from tests.helpers import nan_injection\n"
-        f"nan_injection.install({int(nan_at_step)})\n"
-        "from ondevice_vision.train import main\n"
-        "main.run()\n"
-    )
-    return [python, "-c", code, *args]
+def preamble(nan_at_step: int) -> str:
+    """`python -c` lines that install the NaN in a subprocess (train_cli.command)."""
+    return f"from tests.helpers import nan_injection\nnan_injection.install({int(nan_at_step)})\n"

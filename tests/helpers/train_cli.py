@@ -25,20 +25,16 @@ DETERMINISTIC_DATA = ("--config.data.augment=False", "--config.train.shuffle_buf
 
 
 def command(workdir, *args, config=SMOKE, nan_at_step=None):
-    """The CLI's command line; `nan_at_step`: with the loss NaN at that step (nan_injection.py)."""
-    cli = [
-        sys.executable,
-        "-m",
-        "ondevice_vision.train.main",
-        f"--config={config}",
-        f"--workdir={workdir}",
-        *args,
-    ]
-    if nan_at_step is None:
-        return cli
-    from tests.helpers import nan_injection
+    """The CLI's command line: `ondevice-train` run by its main after the tests' set-up
+    (quick_graphs: Grappler off; `nan_at_step`: the loss NaN at that step, nan_injection.py).
+    `python -c` puts the working directory (the repository root, ROOT) on sys.path."""
+    from tests.helpers import nan_injection, quick_graphs
 
-    return nan_injection.command(nan_at_step, cli)
+    code = quick_graphs.PREAMBLE
+    if nan_at_step is not None:
+        code += nan_injection.preamble(nan_at_step)
+    code += "from ondevice_vision.train import main\nmain.run()\n"
+    return [sys.executable, "-c", code, f"--config={config}", f"--workdir={workdir}", *args]
 
 
 def environment(tf_config=None):
