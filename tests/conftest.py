@@ -19,13 +19,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 
-def pytest_configure(config):
-    # Grappler off in the test processes (tests/helpers/quick_graphs.py says why).
-    from tests.helpers import quick_graphs
-
-    quick_graphs.disable()
-
-
 # Slowest modules first, by a `-n 2 --durations=40` run of the whole suite (seconds on the shared,
 # busy 2-core development machine: slower than the CI runner). Unlisted modules follow in collection
 # order; tests/tasks/test_{detection,segmentation}.py come after the int8 modules that train the

@@ -162,8 +162,11 @@ def test_training_from_the_service_matches_local_and_survives_a_lost_worker(tmp_
         assert child.wait(timeout=60) == -signal.SIGKILL
         assert result["step"] == steps and np.isfinite(result["loss"])
         served = _logged_losses(str(tmp_path / "served"), 2)
+        # Same stream, same model: the losses agree to float rounding. Since the fused batch norm
+        # (backbones/batch_norm.py) they differ by up to 2.1e-5 relative (cls_loss at step 2,
+        # measured): 1e-4 leaves five times that.
         for key in ("cls_loss", "box_loss", "loss"):
-            np.testing.assert_allclose(served[key], local[key], rtol=1e-5, err_msg=key)
+            np.testing.assert_allclose(served[key], local[key], rtol=1e-4, err_msg=key)
     finally:
         if child.poll() is None:
             child.kill()
