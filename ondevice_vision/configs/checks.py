@@ -41,6 +41,7 @@ _RULES = [
     ("train.steps_per_loop", lambda v: isinstance(v, int) and v >= 0, f"{_NON_NEGATIVE} (0: log)"),
     ("train.shuffle_buffer", lambda v: isinstance(v, int) and v > 0, _POSITIVE),
     ("train.jit_compile", lambda v: isinstance(v, bool), "True or False"),
+    ("train.ordered_input", lambda v: isinstance(v, bool), "True or False"),
     ("train.warmup_steps", lambda v: isinstance(v, int) and v >= 0, _NON_NEGATIVE),
     (
         "train.bn_recalibration_steps",

@@ -39,6 +39,10 @@ def train_config() -> ml_collections.ConfigDict:
             # Batch-norm statistics over the global batch (all replicas), not each replica's.
             "sync_batch_norm": False,
             "shuffle_buffer": 1000,
+            # Parallel preprocessing hands examples on in the order they were read: the same
+            # batches in every run and on every tf.data service worker (for comparing runs; a
+            # little slower). False: whichever example is ready first.
+            "ordered_input": False,
             "checkpoint_data_iterator": True,
             # "grpc://HOST:PORT" of a tf.data service dispatcher: its workers run the input
             # pipeline and stream batches here (docs/speed.md). "" = preprocess in this process.

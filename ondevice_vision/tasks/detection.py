@@ -227,7 +227,8 @@ def build_dataset(config, split: str, batch_size: int, input_context=None, repea
     parse = functools.partial(
         parse_example, config=config, remap=_class_remap(config, source_map), training=training
     )
-    options = {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": not training}
+    ordered = not training or config.train.ordered_input
+    options = {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": ordered}
     if "encoded_image" in source.element_spec:
         # Decoding happens in `parse` (only the crop window of a JPEG when augmenting): a file
         # the decoder refuses there is skipped and named instead of ending the run. Only the
@@ -253,7 +254,7 @@ def build_dataset(config, split: str, batch_size: int, input_context=None, repea
         ds = ds.map(
             tf.autograph.experimental.do_not_convert(targets),
             num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=not training,
+            deterministic=ordered,
         )
     return ds.prefetch(tf.data.AUTOTUNE), label_map
 

@@ -159,7 +159,7 @@ def build_dataset(config, split: str, batch_size: int, input_context=None, repea
                 functools.partial(_train_example, config=config)
             ),
             num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=False,
+            deterministic=config.train.ordered_input,
         )
         ds = ds.batch(batch_size, drop_remainder=True)
     else:
