@@ -59,6 +59,12 @@ def _rank(module):
 
 
 def pytest_collection_modifyitems(config, items):
+    # `opt_in` tests run only when -m names them (pyproject.toml's marker list says why).
+    if "opt_in" not in (config.option.markexpr or ""):
+        opted = [item for item in items if item.get_closest_marker("opt_in")]
+        if opted:
+            config.hook.pytest_deselected(items=opted)
+            items[:] = [item for item in items if not item.get_closest_marker("opt_in")]
     # A module's items stay together, in collection order: a module is one xdist unit, and
     # pytest tears a module-scoped fixture down when the next item is from another module.
     modules = {}
