@@ -189,7 +189,7 @@ def _old_ssd_random_crop(image, boxes, classes, is_crowd):
     return tf.switch_case(index, [case(i) for i in range(7)])
 
 
-def _crop_statistics(crop_fn, n=250):
+def _crop_statistics(crop_fn, n=500):
     image, boxes, classes, crowd = _scene()
     encoded = tf.io.encode_jpeg(image, quality=95)
     ds = tf.data.Dataset.from_tensors((encoded, boxes, classes, crowd)).repeat(n)
@@ -210,7 +210,10 @@ def _ks_statistic(a, b):
 def test_crop_of_encoded_jpeg_has_the_old_crop_distribution():
     """Windows drawn from the JPEG header and decoded with decode_and_crop_jpeg: crop heights,
     widths, boxes kept and box coordinates distributed as by the old decode-then-crop code
-    (two-sample Kolmogorov-Smirnov, 250 draws each; 0.175 is the 0.1% critical value)."""
+    (two-sample Kolmogorov-Smirnov, 500 draws each). 0.170 is the critical value for a chance
+    failure of 1e-6 per column, sqrt(-ln(1e-6 / 2) / 2) * sqrt(2 / 500): the draws are not
+    seeded, and the earlier bound (the 0.1% value at 250 draws, 0.175) failed a CI-like run by
+    chance at 0.176. Measured here: 0.03-0.07."""
 
     def old(encoded, boxes, classes, crowd):
         image = tf.io.decode_jpeg(encoded, channels=3)
@@ -221,7 +224,7 @@ def test_crop_of_encoded_jpeg_has_the_old_crop_distribution():
 
     before, after = _crop_statistics(old), _crop_statistics(new)
     for column, name in enumerate(["height", "width", "boxes kept", "sum ymin", "sum xmax"]):
-        assert _ks_statistic(before[:, column], after[:, column]) < 0.175, name
+        assert _ks_statistic(before[:, column], after[:, column]) < 0.170, name
     # The draws are random crops, not one fixed window.
     assert len(np.unique(after[:, 0])) > 10 and (after[:, 0] == _H).mean() > 0.1
 
