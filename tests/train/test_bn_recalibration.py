@@ -73,7 +73,6 @@ def _pooled_statistics(model, batches):
     statistics, so each layer sees the inputs re-estimation saw)."""
     layers = batch_norm_layers(model)
     sums = [[0.0, 0.0, 0] for _ in layers]
-    calls = [bn.call for bn in layers]
 
     def capture(index, call):
         def wrapped(inputs, *args, **kwargs):
@@ -92,23 +91,24 @@ def _pooled_statistics(model, batches):
         for images, _ in batches:
             model(images, training=True)
     finally:
-        for bn, call, momentum in zip(layers, calls, momenta, strict=True):
+        for bn, momentum in zip(layers, momenta, strict=True):
             del bn.call  # the class's method again
-            assert bn.call.__func__ is type(bn).call and call is not None
             bn.momentum = momentum
     return [(s / n, np.maximum(q / n - np.square(s / n), 0.0)) for s, q, n in sums]
 
 
-def _recalibrate_on(trainer, batches, monkeypatch):
+def _recalibrate_on(trainer, batches):
     """The trainer's re-estimation, fed `batches` (training crops are random: a fresh
     iterator would draw others)."""
     dataset = tf.data.Dataset.from_tensors(batches[0])
     for batch in batches[1:]:
         dataset = dataset.concatenate(tf.data.Dataset.from_tensors(batch))
-    monkeypatch.setattr(trainer.input, "make_iterator", lambda: iter(dataset))
+    trainer.input.make_iterator = lambda: iter(dataset)
     trainer.config.train.bn_recalibration_steps = len(batches)
-    trainer.recalibrate_batch_norm()
-    monkeypatch.undo()
+    try:
+        trainer.recalibrate_batch_norm()
+    finally:
+        del trainer.input.make_iterator  # the class's method again
 
 
 def _assert_statistics_are_pooled(trainer, batches):
@@ -152,7 +152,7 @@ def _detection_losses(trainer, batches):
     return losses
 
 
-def test_segmentation_default_momentum_short_run(tmp_path, monkeypatch):
+def test_segmentation_default_momentum_short_run(tmp_path):
     config = lraspp_mobilenet_v3_small_cityscapes.get_config("smoke")
     assert config.model.bn_momentum == 0.997  # the base recipe's, not the demo's 0.9
     config.data.augment = False
@@ -165,7 +165,7 @@ def test_segmentation_default_momentum_short_run(tmp_path, monkeypatch):
     # Without re-estimation the moving averages still hold mostly their initial values
     # (measured: accuracy 0.07-0.3 below batch statistics' and cross-entropy 3-10x theirs).
     assert accuracy[1] - accuracy[0] > 0.05 and ce[0] > 2 * ce[1], (accuracy, ce)
-    _recalibrate_on(trainer, batches, monkeypatch)
+    _recalibrate_on(trainer, batches)
     _assert_statistics_are_pooled(trainer, batches)
     accuracy_after, ce_after = _segmentation_metrics(trainer, batches[:2])
     np.testing.assert_allclose(ce_after[1], ce[1], rtol=1e-5)  # the weights are untouched
@@ -216,8 +216,7 @@ def test_detection_default_momentum_short_run_saves_recalibrated_statistics(tmp_
     assert inference_before > 4 * batch_stats, (inference_before, inference, batch_stats)
     # The re-estimated statistics are those of the batches it forwarded, for every layer.
     batches = _batches(trainer, 8)
-    monkeypatch.undo()  # the logging spy
-    _recalibrate_on(trainer, batches, monkeypatch)
+    _recalibrate_on(trainer, batches)
     _assert_statistics_are_pooled(trainer, batches)
 
 
