@@ -10,6 +10,9 @@ Why each is needed:
 - `_all_reduce_sum_gradients`: the step Keras' optimizers take inside `apply()` to sum gradients
   over replicas; our train step sums them itself, before clipping and the finite check
   (train/optimizer.py), so the optimizer's own sum is skipped by overriding it.
+- `_momentums`, `_velocities`, `_get_variable_index`: where Keras' Adam keeps a variable's two
+  moment estimates; our Adam (train/optimizer.py) runs Keras' update arithmetic with the step's
+  scalars shared between variables, and so reads them as Keras' `update_step` does.
 """
 
 from __future__ import annotations
@@ -59,3 +62,9 @@ class SkipGradientAllReduce:
 
     def _all_reduce_sum_gradients(self, grads_and_vars):
         return list(grads_and_vars)
+
+
+def adam_moments(optimizer, variable) -> tuple:
+    """(first, second) moment estimates a Keras Adam keeps for `variable`."""
+    index = optimizer._get_variable_index(variable)
+    return optimizer._momentums[index], optimizer._velocities[index]

@@ -97,3 +97,15 @@ def test_optimizer_all_reduce_hook_is_still_called_by_apply():
     step()
     assert calls, f"{method} was not called by apply() under a distribution strategy"
     np.testing.assert_allclose(variable.numpy(), np.zeros(3))
+
+
+def test_adam_moments_are_the_ones_keras_adam_updates():
+    variables = [keras.Variable(np.ones(3, np.float32)), keras.Variable(np.ones(2, np.float32))]
+    optimizer = keras.optimizers.Adam(learning_rate=0.1)
+    optimizer.build(variables)
+    optimizer.apply([tf.fill([3], 2.0), tf.fill([2], -3.0)], variables)
+    for variable, gradient in zip(variables, (2.0, -3.0), strict=True):
+        m, v = keras_private.adam_moments(optimizer, variable)
+        # After one step from zero: m = (1 - beta_1) g, v = (1 - beta_2) g^2.
+        np.testing.assert_allclose(m.numpy(), 0.1 * gradient, rtol=1e-6)
+        np.testing.assert_allclose(v.numpy(), 0.001 * gradient**2, rtol=1e-5)
