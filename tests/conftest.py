@@ -112,6 +112,18 @@ def overfit_detector(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def overfit_detector_tflite(overfit_detector, tmp_path_factory):
+    """{"none": dir, "int8": dir}: float and int8 TFLite exports of `overfit_detector`, written
+    once per test run for the modules that read them (tests/helpers/export_fixtures.py
+    `shared_tflite_exports`). Users must leave the files as they are."""
+    from tests.helpers.export_fixtures import shared_tflite_exports
+
+    config, model, _ = overfit_detector
+    directory = _shared_dir(tmp_path_factory, "overfit_detector_tflite")
+    return shared_tflite_exports(config, model, directory)
+
+
+@pytest.fixture(scope="session")
 def overfit_segmenter(tmp_path_factory):
     """LR-ASPP V3-Small trained on the two images of `overfit_segmentation_config`, as
     `overfit_detector`."""

@@ -18,6 +18,7 @@ from ondevice_vision.export.exported_model import load_exported_model
 from ondevice_vision.export.saved_model import export_saved_model
 from ondevice_vision.heads.anchors import anchor_boxes
 from tests.helpers.export_fixtures import (
+    OVERFIT_CALIBRATION_IMAGES,
     assert_same_detections,
     confident,
     label_map,
@@ -25,34 +26,27 @@ from tests.helpers.export_fixtures import (
 )
 
 
-def _calibration(images):
-    def generate():
-        for image in images:
-            yield [image[np.newaxis].astype(np.float32)]
-
-    return generate
-
-
 @pytest.fixture(scope="module")
-def exports(overfit_detector, tmp_path_factory):
+def exports(overfit_detector, overfit_detector_tflite, tmp_path_factory):
     root = tmp_path_factory.mktemp("raw_outputs")
     config, model, _ = overfit_detector
     labels = label_map(config)
     images, _ = training_examples(config)
     size = tuple(config.model.input_size)
-    paths = {}
+    # With the op: the session's exports (tests/conftest.py); without it: the same conversion
+    # and calibration (its two training images, the same ranges) with raw outputs.
+    paths = {(q, "op"): path for q, path in overfit_detector_tflite.items()}
     for quantization in ("none", "int8"):
-        for postprocess in ("op", "none"):
-            paths[quantization, postprocess] = tflite.export_tflite(
-                config,
-                model,
-                labels,
-                str(root / f"{quantization}_{postprocess}"),
-                size,
-                quantization=quantization,
-                representative=_calibration(images),
-                postprocess=postprocess,
-            )
+        paths[quantization, "none"] = tflite.export_tflite(
+            config,
+            model,
+            labels,
+            str(root / f"{quantization}_none"),
+            size,
+            quantization=quantization,
+            num_calibration_images=OVERFIT_CALIBRATION_IMAGES,
+            postprocess="none",
+        )
     paths["saved_model"] = export_saved_model(
         config, model, labels, str(root / "saved_model_raw"), postprocess="none"
     )

@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 
 from ondevice_vision.eval.coco_evaluator import CocoEvaluator
-from ondevice_vision.export import edgetpu_ops, tflite
+from ondevice_vision.export import edgetpu_ops
 from ondevice_vision.export.exported_model import load_exported_model
 from ondevice_vision.tasks import detection as detection_task
 from tests.helpers.export_fixtures import (
+    OVERFIT_CALIBRATION_IMAGES,
     delegated_ops,
     label_map,
     operators,
@@ -30,24 +31,16 @@ from tests.helpers.qat_fixtures import quantization_aware_export
 
 AP50_DROP_BOUND = 0.10
 AP_DROP_BOUND = 0.15
-CALIBRATION_IMAGES = 8
+CALIBRATION_IMAGES = OVERFIT_CALIBRATION_IMAGES
 
 
 @pytest.fixture(scope="module")
-def trained(overfit_detector, tmp_path_factory):
-    root = tmp_path_factory.mktemp("int8_detection")
+def trained(overfit_detector, overfit_detector_tflite):
+    """The session's int8 export of the fitted detector (tests/conftest.py), shared with
+    test_raw_outputs.py."""
     config, model, _ = overfit_detector
-    labels = label_map(config)
-    path = tflite.export_tflite(
-        config,
-        model,
-        labels,
-        str(root / "int8"),
-        tuple(config.model.input_size),
-        quantization="int8",
-        num_calibration_images=CALIBRATION_IMAGES,
-    )
-    return config, model, labels, load_exported_model(path, num_threads=2)
+    path = overfit_detector_tflite["int8"]
+    return config, model, label_map(config), load_exported_model(path, num_threads=2)
 
 
 def test_int8_detector_is_integer_up_to_the_postprocess_op(trained):
@@ -100,15 +93,16 @@ def test_int8_map_drop_is_bounded(trained):
     assert metrics["float"]["AP"] - metrics["int8"]["AP"] <= AP_DROP_BOUND
 
 
-def test_mediapipe_object_detector_matches_ondevice_predict(trained, tmp_path):
+def test_mediapipe_object_detector_matches_ondevice_predict(
+    trained, overfit_detector_tflite, tmp_path
+):
     """MediaPipe's ObjectDetector, from the TFLite Model Metadata alone, on the float and the int8
     export of the trained model: the same detections as ondevice-predict (same class names,
     scores within 1e-3, boxes within 1 pixel, same count above 0.5)."""
-    config, model, labels, int8 = trained
+    config, _, _, int8 = trained
     images, _ = training_examples(config)
     paths = write_images(images, str(tmp_path / "images"))
-    size = tuple(config.model.input_size)
-    float_path = tflite.export_tflite(config, model, labels, str(tmp_path / "float"), size)
+    float_path = overfit_detector_tflite["none"]
     matched = {}
     for name, exported in (("float", load_exported_model(float_path)), ("int8", int8)):
         matched[name] = assert_detections_match(

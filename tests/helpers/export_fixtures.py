@@ -26,6 +26,7 @@ from ondevice_vision.configs import (
     lraspp_mobilenet_v3_small_shapes,
     ssdlite_mobilenet_v3_small_shapes,
 )
+from ondevice_vision.export import tflite
 from ondevice_vision.train import trainer as trainer_lib
 from ondevice_vision.train.strategy import create_strategy
 
@@ -111,6 +112,35 @@ def shared_overfit_model(config, directory: str):
     model.load_weights(weights)
     with open(result_file) as f:
         return model, json.load(f)
+
+
+# The int8 calibration of the shared TFLite exports: the training pipeline's two images, repeated.
+OVERFIT_CALIBRATION_IMAGES = 8
+
+
+def shared_tflite_exports(config, model, directory: str) -> dict:
+    """{"none": dir, "int8": dir}: the float and the int8 TFLite export (with the
+    post-processing op; int8 calibrated on OVERFIT_CALIBRATION_IMAGES images of the training
+    pipeline) of a shared overfit model, written once per test run for every module that reads
+    them: the first pytest-xdist worker to ask writes them, the others wait on the lock file
+    (export_tflite writes atomically, so a directory that exists is complete)."""
+    os.makedirs(directory, exist_ok=True)
+    paths = {}
+    with open(directory + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for quantization in ("none", "int8"):
+            paths[quantization] = os.path.join(directory, quantization)
+            if not os.path.exists(paths[quantization]):
+                tflite.export_tflite(
+                    config,
+                    model,
+                    label_map(config),
+                    paths[quantization],
+                    tuple(config.model.input_size),
+                    quantization=quantization,
+                    num_calibration_images=OVERFIT_CALIBRATION_IMAGES,
+                )
+    return paths
 
 
 def training_examples(config):
