@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import tempfile
 import time
 
 import numpy as np
@@ -133,6 +134,7 @@ def run_benchmark(
     from ondevice_vision.export.export_info import TFLITE_FILE
     from ondevice_vision.export.exported_model import load_exported_model
     from ondevice_vision.export.main import export, label_map_and_palette, resolve_input_size
+    from ondevice_vision.export.tflite import GraphArchives
     from ondevice_vision.quantization import qat
 
     unknown = [v for v in variants if v not in VARIANTS]
@@ -148,58 +150,64 @@ def run_benchmark(
         logging.info("benchmark: %s is not quantization-aware, so there is no qat_int8 row", path)
         variants = [v for v in variants if v != "qat_int8"]
     timing_size = tuple(input_size or resolve_input_size(config, None, "tflite"))
-    rows = []
-    for number, variant in enumerate(variants, start=1):
-        fmt, quantization = EXPORTS[variant]
-        target = os.path.join(output_dir, variant)
-        logging.info("benchmark %d/%d: exporting %s", number, len(variants), variant)
-        start = time.perf_counter()
-        export(
-            config,
-            model,
-            label_map,
-            target,
-            fmt=fmt,
-            quantization=quantization,
-            input_size=input_size or (timing_size if fmt == "tflite" else None),
-            palette=palette,
-            num_calibration_images=num_calibration_images,
-            overwrite=True,
-            extra={"checkpoint": path, "benchmark_variant": variant},
-            quantization_state=state if variant == "qat_int8" else None,
-            calibration_dir=calibration_dir if variant == "int8" else None,
-            calibration_split=calibration_split if variant == "int8" else None,
-        )
-        export_s = time.perf_counter() - start
-        model_path = os.path.join(target, TFLITE_FILE) if fmt == "tflite" else target
-        logging.info("benchmark %d/%d: evaluating %s", number, len(variants), variant)
-        metrics = evaluate_exported(config, model_path)
-        logging.info("benchmark %d/%d: timing %s", number, len(variants), variant)
-        exported = load_exported_model(model_path)
-        if fmt == "tflite":
-            latency = {str(t): time_tflite(model_path, t, runs, warmup) for t in thread_counts()}
-        else:
-            latency = {"tf": time_saved_model(exported, timing_size, runs, warmup)}
-        row = {
-            "variant": variant,
-            "format": fmt,
-            "quantization": quantization,
-            "path": model_path,
-            "size_bytes": directory_bytes(model_path),
-            "metrics": {k: metrics[k] for k in task.headline_metrics},
-            "latency_ms": latency,
-            "edgetpu": edgetpu_verdict(exported.info),
-            "export_s": round(export_s, 1),
-        }
-        rows.append(row)
-        logging.info(
-            "benchmark %d/%d: %s %s, latency %s ms",
-            number,
-            len(variants),
-            variant,
-            ", ".join(f"{k} {v:.4f}" for k, v in row["metrics"].items()),
-            latency,
-        )
+    # float and fp16 convert the same graph: written once (tflite.GraphArchives).
+    with tempfile.TemporaryDirectory(prefix="benchmark_graphs_") as graph_dir:
+        graphs = GraphArchives(graph_dir)
+        rows = []
+        for number, variant in enumerate(variants, start=1):
+            fmt, quantization = EXPORTS[variant]
+            target = os.path.join(output_dir, variant)
+            logging.info("benchmark %d/%d: exporting %s", number, len(variants), variant)
+            start = time.perf_counter()
+            export(
+                config,
+                model,
+                label_map,
+                target,
+                fmt=fmt,
+                quantization=quantization,
+                input_size=input_size or (timing_size if fmt == "tflite" else None),
+                palette=palette,
+                num_calibration_images=num_calibration_images,
+                overwrite=True,
+                extra={"checkpoint": path, "benchmark_variant": variant},
+                quantization_state=state if variant == "qat_int8" else None,
+                graphs=graphs,
+                calibration_dir=calibration_dir if variant == "int8" else None,
+                calibration_split=calibration_split if variant == "int8" else None,
+            )
+            export_s = time.perf_counter() - start
+            model_path = os.path.join(target, TFLITE_FILE) if fmt == "tflite" else target
+            logging.info("benchmark %d/%d: evaluating %s", number, len(variants), variant)
+            metrics = evaluate_exported(config, model_path)
+            logging.info("benchmark %d/%d: timing %s", number, len(variants), variant)
+            exported = load_exported_model(model_path)
+            if fmt == "tflite":
+                latency = {
+                    str(t): time_tflite(model_path, t, runs, warmup) for t in thread_counts()
+                }
+            else:
+                latency = {"tf": time_saved_model(exported, timing_size, runs, warmup)}
+            row = {
+                "variant": variant,
+                "format": fmt,
+                "quantization": quantization,
+                "path": model_path,
+                "size_bytes": directory_bytes(model_path),
+                "metrics": {k: metrics[k] for k in task.headline_metrics},
+                "latency_ms": latency,
+                "edgetpu": edgetpu_verdict(exported.info),
+                "export_s": round(export_s, 1),
+            }
+            rows.append(row)
+            logging.info(
+                "benchmark %d/%d: %s %s, latency %s ms",
+                number,
+                len(variants),
+                variant,
+                ", ".join(f"{k} {v:.4f}" for k, v in row["metrics"].items()),
+                latency,
+            )
     result = {
         "checkpoint": path,
         "input_size": list(timing_size),

@@ -64,6 +64,9 @@ def test_every_variant_is_exported_scored_and_timed(result):
     assert all(0.0 <= v <= 1.0 for row in rows.values() for v in row["metrics"].values())
     # Progress lines while it works.
     assert any(line.startswith("benchmark 4/4: timing int8") for line in lines), lines
+    # fp16 converted the float variant's graph archive (tflite.GraphArchives), not a new one.
+    reused = [line for line in lines if "graph written for an earlier variant" in line]
+    assert reused == ["Converting the float TFLite graph written for an earlier variant"], lines
 
 
 def test_results_are_written_as_table_json_and_picture(result):

@@ -127,10 +127,12 @@ def export(
     calibration_dir: str | None = None,
     calibration_split: str | None = None,
     postprocess: str = "op",
+    graphs=None,
 ) -> str:
     """Library entry point of the CLI (the model already holds its trained weights).
 
     `quantization_state`: the learned ranges of a quantization-aware checkpoint (int8 TFLite).
+    `graphs`: a tflite.GraphArchives shared by several TFLite exports of this model.
     """
     from ondevice_vision.export.saved_model import export_saved_model
     from ondevice_vision.export.tflite import export_tflite
@@ -168,6 +170,7 @@ def export(
             overwrite=overwrite,
             extra=extra,
             postprocess=postprocess,
+            graphs=graphs,
         )
     raise ValueError(f"format must be saved_model or tflite, got {fmt!r}")
 
