@@ -134,6 +134,7 @@ class Adam(SkipGradientAllReduce, keras.optimizers.Adam):
             # The Python constants Keras' arithmetic converts to `dtype` for every variable.
             constants = (1 - self.beta_1, 1 - self.beta_2, self.epsilon)
             constants = tuple(ops.convert_to_tensor(c, dtype) for c in constants)
+            # The learning-rate tensor is kept too, so that its id is not reused while cached.
             self._step_scalars[key] = (learning_rate, alpha, *constants)
         _, alpha, one_minus_beta_1, one_minus_beta_2, epsilon = self._step_scalars[key]
         gradient = tf.cast(gradient, dtype)

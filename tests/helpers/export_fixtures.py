@@ -10,6 +10,7 @@ detector's class bias is raised so that a few percent of the anchors score above
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import io
 import json
@@ -89,16 +90,24 @@ def _overfit_schedule(config):
     config.train.bn_recalibration_steps = 2
 
 
+@contextlib.contextmanager
+def _one_worker_at_a_time(directory: str):
+    """Creates `directory` and holds its lock file: what one pytest-xdist worker writes there
+    inside is complete when the next one enters."""
+    os.makedirs(directory, exist_ok=True)
+    with open(directory + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def shared_overfit_model(config, directory: str):
     """(model, the trainer's result) of a model trained to fit the config's training images (a
     real trained network, in seconds), trained once per test run: the first pytest-xdist worker
     to ask trains it and saves its weights in `directory`, the others wait on the lock file and
     load them (tests/conftest.py: overfit_detector, overfit_segmenter)."""
-    os.makedirs(directory, exist_ok=True)
     weights = os.path.join(directory, "model.weights.h5")
     result_file = os.path.join(directory, "result.json")
-    with open(directory + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _one_worker_at_a_time(directory):
         if not os.path.exists(result_file):
             workdir = os.path.join(directory, "train")
             files.check_writable_dir(workdir)
@@ -124,10 +133,8 @@ def shared_tflite_exports(config, model, directory: str) -> dict:
     pipeline) of a shared overfit model, written once per test run for every module that reads
     them: the first pytest-xdist worker to ask writes them, the others wait on the lock file
     (export_tflite writes atomically, so a directory that exists is complete)."""
-    os.makedirs(directory, exist_ok=True)
     paths = {}
-    with open(directory + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _one_worker_at_a_time(directory):
         for quantization in ("none", "int8"):
             paths[quantization] = os.path.join(directory, quantization)
             if not os.path.exists(paths[quantization]):
