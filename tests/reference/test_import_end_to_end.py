@@ -16,7 +16,6 @@ from ondevice_vision.export.main import export, label_map_and_palette
 from ondevice_vision.tasks import load_trained_model
 from tests.reference import reference_harness
 
-CONFIG = "ondevice_vision/configs/ssdlite_mobilenet_v3_small_320_coco.py"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
