@@ -82,7 +82,7 @@ def restore(checkpoint, path: str) -> None:
     """Restores every object of `checkpoint` that exists now; those attached later (the data
     iterator) are restored when they are attached."""
     # expect_partial: a data iterator in the file is read separately (or deliberately not).
-    checkpoint.restore(path).assert_existing_objects_matched().expect_partial()
+    checkpoint.restore(path).expect_partial().assert_existing_objects_matched()
     logging.info("Resumed from %s", path)
 
 
@@ -180,6 +180,7 @@ def restore_newest_readable(checkpoint, workdir: str) -> str | None:
             restore(checkpoint, path)
         except Exception as e:  # noqa: BLE001 - IndexError, DataLossError, NotFoundError, ...
             detail = getattr(e, "message", None) or str(e) or type(e).__name__
+            _drop_failed_restore(e)
             logging.warning(
                 "Cannot read checkpoint %s (%s); trying the one before it", path, detail
             )
@@ -229,18 +230,20 @@ def restore_weights(model, path: str, moving_averages: bool = True) -> bool:
 
 
 def _drop_failed_restore(error: BaseException) -> None:
-    """A failed restore logs one warning per unmatched value (hundreds) when its bookkeeping is
-    garbage-collected; the one-line error says it all, so collect it now, quietly."""
-    import gc
+    """A failed restore logs one warning per unmatched value (hundreds) whenever its bookkeeping
+    is garbage-collected, which may be long after the error: the objects it failed to fill keep it
+    alive. The one-line error says it all, so the restore is marked partial, as
+    `status.expect_partial()` would have done had `read` returned a status. The restore
+    coordinator is TensorFlow's private class, found in the frames of the error's traceback."""
+    from tensorflow.python.checkpoint.checkpoint import _CheckpointRestoreCoordinator
 
+    traceback = error.__traceback__
+    while traceback is not None:
+        for value in traceback.tb_frame.f_locals.values():
+            if isinstance(value, _CheckpointRestoreCoordinator):
+                value.expect_partial = True
+        traceback = traceback.tb_next
     error.__traceback__ = None
-    logger = tf.get_logger()
-    level = logger.level
-    logger.setLevel("ERROR")
-    try:
-        gc.collect()
-    finally:
-        logger.setLevel(level)
 
 
 def step_of(path: str) -> int | None:
