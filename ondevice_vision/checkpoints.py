@@ -180,7 +180,7 @@ def restore_newest_readable(checkpoint, workdir: str) -> str | None:
             restore(checkpoint, path)
         except Exception as e:  # noqa: BLE001 - IndexError, DataLossError, NotFoundError, ...
             detail = getattr(e, "message", None) or str(e) or type(e).__name__
-            _drop_failed_restore(e)
+            _quiet_failed_restore(e)
             logging.warning(
                 "Cannot read checkpoint %s (%s); trying the one before it", path, detail
             )
@@ -213,7 +213,7 @@ def restore_weights(model, path: str, moving_averages: bool = True) -> bool:
         status.expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        _drop_failed_restore(e)
+        _quiet_failed_restore(e)
         raise ValueError(
             f"{path}: this checkpoint does not match the config's model ({model.name}); was it "
             f"written by another config, task, backbone or class count? ({first[:200]})"
@@ -229,7 +229,7 @@ def restore_weights(model, path: str, moving_averages: bool = True) -> bool:
     return True
 
 
-def _drop_failed_restore(error: BaseException) -> None:
+def _quiet_failed_restore(error: BaseException) -> None:
     """A failed restore logs one warning per unmatched value (hundreds) whenever its bookkeeping
     is garbage-collected, which may be long after the error: the objects it failed to fill keep it
     alive. The one-line error says it all, so the restore is marked partial, as

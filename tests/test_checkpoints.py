@@ -1,11 +1,16 @@
 """Start-up housekeeping never deletes a user's checkpoint; a truncated newest one falls back."""
 
+import gc
 import os
 
 import pytest
 import tensorflow as tf
 
-from ondevice_vision import checkpoints
+from ondevice_vision import checkpoints, tasks
+from ondevice_vision.configs import (
+    lraspp_mobilenet_v3_small_shapes,
+    ssdlite_mobilenet_v3_small_shapes,
+)
 
 
 def _saved(workdir, steps):
@@ -67,49 +72,41 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
         checkpoints.restore_newest_readable(tf.train.Checkpoint(v=tf.Variable(0.0)), workdir)
 
 
-def test_a_checkpoint_of_another_model_is_named_in_one_sentence(tmp_path, caplog):
-    import gc
-
-    from ondevice_vision import tasks
-    from ondevice_vision.configs import (
-        lraspp_mobilenet_v3_small_shapes,
-        ssdlite_mobilenet_v3_small_shapes,
-    )
-
+def _segmenter_and_detector():
+    """The smoke segmenter (whose checkpoints the tests write) and the smoke detector's config."""
     segmentation = lraspp_mobilenet_v3_small_shapes.get_config("smoke")
-    model = tasks.get_task(segmentation).build_model(segmentation)
-    prefix = tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt-1"))
     detection = ssdlite_mobilenet_v3_small_shapes.get_config("smoke")
+    return tasks.get_task(segmentation).build_model(segmentation), detection
+
+
+def _unrestored_warnings(caplog) -> list[str]:
+    """TensorFlow's "Value in checkpoint could not be found" warnings, logged whenever a failed
+    restore's bookkeeping is garbage-collected (the records, whatever stream TensorFlow's
+    logging handler writes to)."""
+    gc.collect()
+    return [r.getMessage() for r in caplog.records if "could not be found" in r.getMessage()]
+
+
+def test_a_checkpoint_of_another_model_is_named_in_one_sentence(tmp_path, caplog):
+    segmenter, detection = _segmenter_and_detector()
+    prefix = tf.train.Checkpoint(model=segmenter).write(str(tmp_path / "ckpt-1"))
     with pytest.raises(ValueError, match="ckpt-1: this checkpoint does not match the config"):
         tasks.load_trained_model(detection, None, prefix)
-    # Not hundreds of "Value in checkpoint could not be found" warnings after it, whenever the
-    # failed restore's bookkeeping is collected (the records, whatever stream TensorFlow's
-    # logging handler writes to).
-    gc.collect()
-    unrestored = [r for r in caplog.records if "could not be found" in r.getMessage()]
-    assert not unrestored, f"{len(unrestored)} warnings, e.g. {unrestored[0].getMessage()}"
+    # Not hundreds of warnings after it.
+    unrestored = _unrestored_warnings(caplog)
+    assert not unrestored, f"{len(unrestored)} warnings, e.g. {unrestored[0]}"
 
 
 def test_resuming_from_another_models_checkpoints_fails_quietly(tmp_path, caplog):
-    import gc
-
-    from ondevice_vision import tasks
-    from ondevice_vision.configs import (
-        lraspp_mobilenet_v3_small_shapes,
-        ssdlite_mobilenet_v3_small_shapes,
-    )
-
-    segmentation = lraspp_mobilenet_v3_small_shapes.get_config("smoke")
-    checkpoint = tf.train.Checkpoint(model=tasks.get_task(segmentation).build_model(segmentation))
+    segmenter, detection = _segmenter_and_detector()
+    checkpoint = tf.train.Checkpoint(model=segmenter)
     checkpoints.save(checkpoints.make_manager(checkpoint, str(tmp_path), keep=5), 3)
-    detection = ssdlite_mobilenet_v3_small_shapes.get_config("smoke")
     with pytest.raises(ValueError, match="no readable checkpoint in the workdir: .*ckpt-3"):
         checkpoints.restore_newest_readable(
             tf.train.Checkpoint(model=tasks.get_task(detection).build_model(detection)),
             str(tmp_path),
         )
-    gc.collect()  # the detector is garbage now
-    assert not [r for r in caplog.records if "could not be found" in r.getMessage()]
+    assert not _unrestored_warnings(caplog)  # the detector is garbage by now
 
 
 def test_a_checkpoint_named_by_one_of_its_files_is_accepted(tmp_path):
